@@ -1,0 +1,132 @@
+"""`create_app(settings)`: builds the whole gateway; nothing lives in module globals.
+
+The app is a thin ASGI front: the three proxied OpenAI endpoints go straight to `api.proxy.handle`
+(no framework machinery on the hot path); everything else (models, health, admin) is a FastAPI app.
+The lifespan opens one connection pool per backend and closes them on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from gateway import __version__
+from gateway.api import health, models
+from gateway.api.proxy import ROUTES, Receive, Scope, Send, handle
+from gateway.auth import KeyCheck
+from gateway.backends import Backend, build_backend
+from gateway.config.loader import load_file
+from gateway.config.table import RoutingTable
+from gateway.errors import InvalidRequest, NanorouteError, NotFound, error_body
+from gateway.settings import Settings
+
+log = logging.getLogger("nanoroute")
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """Everything a request reads, swapped as a whole; a request keeps the one it started with."""
+
+    table: RoutingTable
+    backends: Mapping[str, Backend]
+    auth: KeyCheck
+    max_body_bytes: int
+
+
+class Gateway:
+    """The ASGI application."""
+
+    def __init__(self, settings: Settings, table: RoutingTable) -> None:
+        self.settings = settings
+        self.table = table
+        self._state: State | None = None
+        self.api = _build_api(self)
+
+    @property
+    def ready(self) -> bool:
+        return self._state is not None
+
+    @property
+    def state(self) -> State:
+        if self._state is None:
+            raise RuntimeError("the gateway's lifespan has not started")
+        return self._state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            op = ROUTES.get(scope["path"])
+            if op is not None:
+                await handle(self, op, scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        s = self.settings
+        auth = KeyCheck(
+            (k.get_secret_value() for k in s.api_keys),
+            s.admin_key.get_secret_value() if s.admin_key else None,
+        )
+        if auth.open:
+            log.warning("NANOROUTE_API_KEYS is not set: the API is open to anyone who can reach it")
+        for warning in self.table.warnings:
+            log.warning("config %s: %s", self.table.source, warning)
+        backends = {name: build_backend(name, spec) for name, spec in self.table.config.backends.items()}
+        for backend in backends.values():
+            await backend.start()
+        self._state = State(self.table, backends, auth, s.max_body_bytes)
+        log.info("nanoroute %s serving config %s (version %s)", __version__, self.table.source, self.table.version)
+        try:
+            yield
+        finally:
+            for backend in backends.values():
+                await backend.close()
+
+
+def _build_api(gw: Gateway) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with gw.lifespan():
+            yield
+
+    api = FastAPI(title="Nanoroute", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    api.state.gateway = gw
+    api.include_router(models.router)
+    api.include_router(health.router)
+
+    @api.exception_handler(NanorouteError)
+    async def _nanoroute_error(_: Request, exc: NanorouteError) -> Response:
+        return Response(exc.envelope(), exc.status, headers=dict(_str_headers(exc)), media_type="application/json")
+
+    @api.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> Response:
+        err = NotFound(f"No route for this path: {exc.detail}") if exc.status_code == 404 else None
+        if err is not None:
+            return Response(err.envelope(), 404, media_type="application/json")
+        body = error_body(str(exc.detail), "invalid_request_error")
+        return Response(body, exc.status_code, media_type="application/json")
+
+    @api.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+        err = InvalidRequest(f"Invalid request: {exc.errors()[0]['msg']}")
+        return Response(err.envelope(), 400, media_type="application/json")
+
+    return api
+
+
+def _str_headers(exc: NanorouteError) -> list[tuple[str, str]]:
+    return [(k.decode(), v.decode()) for k, v in exc.headers()]
+
+
+def create_app(settings: Settings | None = None) -> Gateway:
+    """Build the gateway from settings (environment when None). Raises ConfigError on a bad config."""
+    settings = settings or Settings()
+    return Gateway(settings, load_file(settings.config_path))

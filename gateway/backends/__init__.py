@@ -1,0 +1,17 @@
+"""Backends: build one per configured backend, by type."""
+
+from __future__ import annotations
+
+from gateway.backends.base import Attempt, Backend, Reply, ReplyStream
+from gateway.backends.litellm import LitellmBackend
+from gateway.backends.openai import OpenAIBackend
+from gateway.config import schema
+
+
+def build_backend(name: str, spec: schema.Backend) -> Backend:
+    if isinstance(spec, schema.LitellmBackend):
+        return LitellmBackend(name, spec)
+    return OpenAIBackend(name, spec)
+
+
+__all__ = ["Attempt", "Backend", "Reply", "ReplyStream", "build_backend"]

@@ -1,0 +1,68 @@
+"""The `nanoroute` command: parse arguments and call in; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.errors import ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nanoroute", description="OpenAI-compatible routing gateway")
+    parser.add_argument("--version", action="version", version=f"nanoroute {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="config file (NANOROUTE_CONFIG; default: the embedded default)")
+    serve.add_argument("--host", help="address to listen on (NANOROUTE_HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (NANOROUTE_PORT; default 8080)")
+    serve.add_argument("--workers", type=int, help="worker processes (NANOROUTE_WORKERS; default 1)")
+
+    check = sub.add_parser("check", help="validate a config file offline; exit 0 when valid")
+    check.add_argument("file")
+
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check(args.file)
+    return _serve(args)
+
+
+def _check(path: str) -> int:
+    from gateway.config.loader import load_file
+
+    try:
+        table = load_file(path)
+    except ConfigError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    for warning in table.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{path}: valid (version {table.version}): {len(table.config.backends)} backends, "
+          f"{len(table.models)} models, {len(table.policies)} policies")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # CLI flags override the environment; they are passed on through it so that every worker process,
+    # which builds its own Settings, sees the same values.
+    for flag, env in (("config", "CONFIG"), ("host", "HOST"), ("port", "PORT"), ("workers", "WORKERS")):
+        value = getattr(args, flag)
+        if value is not None:
+            os.environ[f"NANOROUTE_{env}"] = str(value)
+    from gateway.server import run
+
+    try:
+        run()
+    except ConfigError as exc:
+        logging.getLogger("nanoroute").error("%s", exc.message)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

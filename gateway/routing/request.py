@@ -1,0 +1,81 @@
+"""What the router needs to know about a request, read once from its body and headers.
+
+The body is parsed once (orjson) and kept with its original bytes: when an attempt's upstream model
+name equals what the client sent, the original bytes go upstream untouched.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.errors import InvalidRequest
+
+
+class Operation(enum.Enum):
+    """An OpenAI endpoint the gateway routes; the value is its path below the API's base URL."""
+
+    CHAT = "/chat/completions"
+    COMPLETIONS = "/completions"
+    EMBEDDINGS = "/embeddings"
+
+    @property
+    def required(self) -> str:
+        return _REQUIRED[self]
+
+
+_REQUIRED = {Operation.CHAT: "messages", Operation.COMPLETIONS: "prompt", Operation.EMBEDDINGS: "input"}
+
+
+@dataclass(slots=True)
+class RoutedRequest:
+    op: Operation
+    raw: bytes
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    task: str | None
+    key_id: str | None
+    request_id: str
+
+    def body_for(self, upstream_model: str) -> bytes:
+        """The bytes to send upstream for a model; the client's own bytes when nothing changes."""
+        if upstream_model == self.model:
+            return self.raw
+        return orjson.dumps({**self.body, "model": upstream_model})
+
+
+def parse_request(
+    op: Operation, raw: bytes, *, task_header: str | None, key_id: str | None, request_id: str
+) -> RoutedRequest:
+    """Validate just what the gateway reads; every other field passes through as the client sent it."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
+    required = op.required
+    if required not in body:
+        raise InvalidRequest(f"'{required}' is a required property", param=required)
+    if op is Operation.CHAT and not isinstance(body[required], list):
+        raise InvalidRequest("'messages' must be an array", param="messages")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean", param="stream")
+    if stream and op is Operation.EMBEDDINGS:
+        raise InvalidRequest("Embeddings cannot be streamed", param="stream")
+    task = task_header
+    if task is None:
+        meta = body.get("metadata")
+        if isinstance(meta, dict) and isinstance(meta.get("task"), str):
+            task = meta["task"]
+    return RoutedRequest(op, raw, body, model, stream, task or None, key_id, request_id)

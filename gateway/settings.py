@@ -1,0 +1,45 @@
+"""Process settings from `NANOROUTE_*` environment variables (and the CLI, which overrides them).
+
+Routing lives in the YAML config; these are the few things that describe the process itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NANOROUTE_", extra="ignore", frozen=True)
+
+    config: Path | None = Field(None, description="Config file; the embedded default when unset")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="Comma-separated client keys; when empty the API is open"
+    )
+    admin_key: SecretStr | None = Field(None, description="Enables /admin/* for this Bearer key")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413")
+    log_level: str = "info"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(k.strip() for k in value.split(",") if k.strip())
+        return value
+
+    @field_validator("admin_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def config_path(self) -> Path:
+        return self.config if self.config is not None else DEFAULT_CONFIG
