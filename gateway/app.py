@@ -8,6 +8,7 @@ The lifespan opens one connection pool per backend and closes them on shutdown.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,16 +16,20 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from prometheus_client.multiprocess import mark_process_dead
 from starlette.exceptions import HTTPException
 
-from gateway import __version__
-from gateway.api import health, models
+from gateway import __version__, accesslog
+from gateway.api import health, metrics, models
 from gateway.api.proxy import ROUTES, Receive, Scope, Send, handle
 from gateway.auth import KeyCheck
 from gateway.backends import Backend, build_backend
 from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
 from gateway.errors import InvalidRequest, NanorouteError, NotFound, error_body
+from gateway.metrics import Metrics, multiprocess
+from gateway.record import RequestRecord
+from gateway.reliability.inflight import InFlight
 from gateway.settings import Settings
 
 log = logging.getLogger("nanoroute")
@@ -46,8 +51,19 @@ class Gateway:
     def __init__(self, settings: Settings, table: RoutingTable) -> None:
         self.settings = settings
         self.table = table
+        self.metrics = Metrics()
+        self.inflight = InFlight(self.metrics.in_flight)
+        self._access_log = settings.access_log
+        self._metrics = settings.metrics
         self._state: State | None = None
         self.api = _build_api(self)
+
+    def observe(self, rec: RequestRecord) -> None:
+        """Called once when a request ends, whatever its outcome."""
+        if self._metrics:
+            self.metrics.observe(rec)
+        if self._access_log:
+            accesslog.write(rec)
 
     @property
     def ready(self) -> bool:
@@ -82,12 +98,15 @@ class Gateway:
         for backend in backends.values():
             await backend.start()
         self._state = State(self.table, backends, auth, s.max_body_bytes)
+        self.metrics.config_loaded(self.table.version, list(self.table.models), reload=False)
         log.info("nanoroute %s serving config %s (version %s)", __version__, self.table.source, self.table.version)
         try:
             yield
         finally:
             for backend in backends.values():
                 await backend.close()
+            if multiprocess():
+                mark_process_dead(os.getpid())
 
 
 def _build_api(gw: Gateway) -> FastAPI:
@@ -101,6 +120,7 @@ def _build_api(gw: Gateway) -> FastAPI:
     api.state.gateway = gw
     api.include_router(models.router)
     api.include_router(health.router)
+    api.include_router(metrics.router)
 
     @api.exception_handler(NanorouteError)
     async def _nanoroute_error(_: Request, exc: NanorouteError) -> Response:

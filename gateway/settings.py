@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(None, description="Enables /admin/* for this Bearer key")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413")
     log_level: str = "info"
+    access_log: bool = Field(True, description="One JSON line per request on stderr")
+    metrics: bool = Field(True, description="Count requests in the Prometheus metrics (off only to measure their cost)")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -3,6 +3,7 @@
 Read the body -> parse what routing needs -> decide -> run the attempt chain -> relay the answer.
 Pure ASGI rather than a framework route, so a stream is relayed chunk by chunk as it arrives and no
 per-request framework machinery runs. A client that disconnects cancels its upstream request.
+What happened is written into one `RequestRecord`, handed to the observers when the request ends.
 """
 
 from __future__ import annotations
@@ -12,17 +13,23 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from gateway.api.sse import UsageTap
 from gateway.errors import (
     AllAttemptsFailed,
+    ClientError,
     InvalidRequest,
     NanorouteError,
     PayloadTooLarge,
     UpstreamError,
+    UpstreamRejected,
 )
+from gateway.record import Outcome, RequestRecord
 from gateway.reliability import chain
-from gateway.routing.decide import decide
+from gateway.routing.decide import Decision, decide
+from gateway.routing.estimate import usage_cost
 from gateway.routing.request import Operation, RoutedRequest, parse_request
 
 if TYPE_CHECKING:
@@ -69,91 +76,141 @@ class _Headers:
 
 async def handle(gw: Gateway, op: Operation, scope: Scope, receive: Receive, send: Send) -> None:
     hdrs = _Headers(scope["headers"])
-    request_id = _request_id(hdrs.request_id)
+    rec = RequestRecord(_request_id(hdrs.request_id), perf_counter(), op=op.name.lower())
     try:
-        await _handle(gw, op, hdrs, request_id, scope, receive, send)
+        await _handle(gw, op, hdrs, rec, scope, receive, send)
     except Exception:
         # A bug, not a client or upstream problem: log it whole, answer in OpenAI's shape if still possible.
-        log.exception("internal error handling request %s", request_id)
-        with contextlib.suppress(Exception):
-            await _send_error(send, request_id, NanorouteError("Internal error in the gateway"))
+        log.exception("internal error handling request %s", rec.request_id)
+        rec.outcome, rec.status = Outcome.INTERNAL_ERROR, 500
+        with contextlib.suppress(Exception):  # fails when the response had already started
+            await _send_error(send, rec, NanorouteError("Internal error in the gateway"))
+    finally:
+        rec.duration_s = perf_counter() - rec.started
+        gw.observe(rec)
 
 
-async def _handle(
-    gw: Gateway, op: Operation, hdrs: _Headers, request_id: str, scope: Scope, receive: Receive, send: Send
-) -> None:
+async def _handle(gw: Gateway, op: Operation, hdrs: _Headers, rec: RequestRecord,
+                  scope: Scope, receive: Receive, send: Send) -> None:
     if scope["method"] != "POST":
-        await _send_error(send, request_id, InvalidRequest(f"Use POST for {scope['path']}"), status=405)
+        rec.outcome, rec.status = Outcome.CLIENT_ERROR, 405
+        await _send_error(send, rec, InvalidRequest(f"Use POST for {scope['path']}"), status=405)
         return
     state = gw.state
     try:
-        key_id = state.auth.check(hdrs.authorization)
+        rec.key_id = state.auth.check(hdrs.authorization)
         raw = await _read_body(receive, hdrs.content_length, state.max_body_bytes)
         task = hdrs.task.decode("latin-1") if hdrs.task else None
-        req = parse_request(op, raw, task_header=task, key_id=key_id, request_id=request_id)
-        table = state.table
-        decision = decide(table, req)
-    except NanorouteError as exc:
-        await _send_error(send, request_id, exc)
+        req = parse_request(op, raw, task_header=task, key_id=rec.key_id, request_id=rec.request_id)
+        rec.task, rec.stream = req.task, req.stream
+        decision = decide(state.table, req)
+    except ClientError as exc:
+        rec.outcome, rec.status = Outcome.CLIENT_ERROR, exc.status
+        await _send_error(send, rec, exc)
         return
-    route = [
-        (b"x-request-id", request_id.encode()),
-        (b"x-nanoroute-policy", decision.policy.encode()),
-    ]
+    rec.policy, rec.reason, rec.chosen = decision.policy, decision.reason, decision.chain[0]
     runner = _relay_stream if req.stream else _relay_json
-    await _cancel_on_disconnect(receive, runner(gw, decision, req, route, send))
+    if not await _cancel_on_disconnect(receive, runner(gw, decision, req, rec, send)):
+        rec.outcome, rec.status = Outcome.CANCELLED, 499
 
 
-async def _relay_json(gw: Gateway, decision: Any, req: RoutedRequest, route: list[Any], send: Send) -> None:
+async def _relay_json(gw: Gateway, decision: Decision, req: RoutedRequest, rec: RequestRecord, send: Send) -> None:
+    t0 = perf_counter()
     try:
-        answered = await chain.call(decision, req, gw.state.backends)
-    except NanorouteError as exc:
-        await _send_error(send, req.request_id, exc, extra=route)
+        answered = await chain.call(decision, req, gw.state.backends, gw.inflight)
+    except AllAttemptsFailed as exc:
+        rec.upstream_s = perf_counter() - t0
+        await _send_upstream_failure(send, rec, exc)
         return
-    body = answered.result.body
+    rec.upstream_s = perf_counter() - t0
+    reply = answered.result
+    rec.model, rec.failures, rec.status = answered.model, answered.failures, 200
+    usage = reply.parsed.get("usage")
+    if isinstance(usage, dict):
+        _account(rec, decision, usage)
+    body = reply.body
     headers = [
         _JSON,
         (b"content-length", str(len(body)).encode()),
-        *route,
-        (b"x-nanoroute-model", answered.model.name.encode()),
-        (b"x-nanoroute-fallbacks", str(len(answered.failures)).encode()),
+        *_route_headers(rec),
     ]
+    rec.first_byte_s = perf_counter() - rec.started
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _relay_stream(gw: Gateway, decision: Any, req: RoutedRequest, route: list[Any], send: Send) -> None:
+async def _relay_stream(gw: Gateway, decision: Decision, req: RoutedRequest, rec: RequestRecord, send: Send) -> None:
+    t0 = perf_counter()
     try:
-        answered = await chain.open_stream(decision, req, gw.state.backends)
-    except NanorouteError as exc:
-        await _send_error(send, req.request_id, exc, extra=route)
+        answered = await chain.open_stream(decision, req, gw.state.backends, gw.inflight)
+    except AllAttemptsFailed as exc:
+        rec.upstream_s = perf_counter() - t0
+        await _send_upstream_failure(send, rec, exc)
         return
-    headers = [
-        *_SSE_HEADERS,
-        *route,
-        (b"x-nanoroute-model", answered.model.name.encode()),
-        (b"x-nanoroute-fallbacks", str(len(answered.failures)).encode()),
-    ]
+    rec.upstream_s = perf_counter() - t0
+    rec.model, rec.failures, rec.status = answered.model, answered.failures, 200
     upstream = answered.result
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    tap = UsageTap(strip_usage=req.add_usage)
+    await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *_route_headers(rec)]})
+    waiting = perf_counter()
     try:
         async for chunk in upstream:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            out = tap.feed(chunk)
+            if out:
+                if rec.first_byte_s is None:
+                    now = perf_counter()
+                    rec.upstream_s += now - waiting  # the upstream's own time to first token
+                    rec.first_byte_s = now - rec.started
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+        rest = tap.flush()
+        if rest:
+            await send({"type": "http.response.body", "body": rest, "more_body": True})
     except UpstreamError as exc:
         # Bytes already reached the client: no other model may answer now. End with an error event
         # in OpenAI's shape so SDKs raise, instead of a silently truncated answer.
+        rec.outcome, rec.error = Outcome.STREAM_ERROR, exc.message
         event = b"data: " + exc.envelope() + b"\n\n"
         await send({"type": "http.response.body", "body": event, "more_body": True})
     finally:
         await upstream.aclose()
+    if tap.usage is not None:
+        _account(rec, decision, tap.usage)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _cancel_on_disconnect(receive: Receive, work: Awaitable[None]) -> None:
-    """Run `work`; if the client goes away first, cancel it, which closes the upstream request.
+def _account(rec: RequestRecord, decision: Decision, usage: dict[str, Any]) -> None:
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens") or 0
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return
+    rec.prompt_tokens, rec.completion_tokens = prompt, completion
+    assert rec.model is not None
+    rec.cost_usd = usage_cost(rec.model, prompt, completion)
+    if rec.cost_usd is not None:
+        costs = [c for c in (usage_cost(m, prompt, completion) for m in decision.candidates) if c is not None]
+        rec.savings_usd = max(0.0, max(costs, default=rec.cost_usd) - rec.cost_usd)
 
-    The watcher cancels this very task rather than running `work` in a task of its own: one task
-    per request instead of two.
+
+def _route_headers(rec: RequestRecord) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-request-id", rec.request_id.encode()), (b"x-nanoroute-policy", rec.policy.encode())]
+    if rec.model is not None:
+        headers.append((b"x-nanoroute-model", rec.model.name.encode()))
+    headers.append((b"x-nanoroute-fallbacks", str(len(rec.failures)).encode()))
+    return headers
+
+
+async def _send_upstream_failure(send: Send, rec: RequestRecord, exc: AllAttemptsFailed) -> None:
+    rec.failures = list(exc.errors)
+    rejected = isinstance(exc.errors[-1], UpstreamRejected)
+    rec.outcome = Outcome.UPSTREAM_REJECTED if rejected else Outcome.UPSTREAM_ERROR
+    rec.status, rec.error = exc.status, exc.message
+    await _send_error(send, rec, exc, route=True)
+
+
+async def _cancel_on_disconnect(receive: Receive, work: Awaitable[None]) -> bool:
+    """Run `work`; if the client goes away first, cancel it (which closes the upstream request).
+
+    Returns False when the client went away. The watcher cancels this very task rather than running
+    `work` in a task of its own: one extra task per request instead of two.
     """
     me = asyncio.current_task()
     assert me is not None
@@ -175,6 +232,7 @@ async def _cancel_on_disconnect(receive: Receive, work: Awaitable[None]) -> None
         me.uncancel()
     finally:
         watcher.cancel()
+    return not gone
 
 
 def _request_id(given: bytes | None) -> str:
@@ -187,7 +245,7 @@ async def _read_body(receive: Receive, content_length: bytes | None, limit: int)
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
         raise PayloadTooLarge(f"The request body is over the gateway's limit of {limit} bytes")
     message = await receive()
-    body = message.get("body", b"")
+    body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
         return body
     parts = [body]
@@ -205,16 +263,10 @@ async def _read_body(receive: Receive, content_length: bytes | None, limit: int)
 
 
 async def _send_error(
-    send: Send, request_id: str, exc: NanorouteError, *, status: int | None = None, extra: list[Any] | None = None
+    send: Send, rec: RequestRecord, exc: NanorouteError, *, status: int | None = None, route: bool = False
 ) -> None:
     body = exc.envelope()
-    headers = [
-        _JSON,
-        (b"content-length", str(len(body)).encode()),
-        *(extra or [(b"x-request-id", request_id.encode())]),
-        *exc.headers(),
-    ]
-    if isinstance(exc, AllAttemptsFailed):
-        headers.append((b"x-nanoroute-fallbacks", str(len(exc.errors)).encode()))
+    extra = _route_headers(rec) if route else [(b"x-request-id", rec.request_id.encode())]
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), *extra, *exc.headers()]
     await send({"type": "http.response.start", "status": status or exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

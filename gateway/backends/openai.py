@@ -52,7 +52,9 @@ class OpenAIBackend:
         self._urls = itertools.cycle(urls)
         self._single = urls[0] if len(urls) == 1 else None
         self._timeout = aiohttp.ClientTimeout(total=spec.timeouts.total_s, sock_connect=spec.timeouts.connect_s)
-        self._headers = {"content-type": "application/json", **spec.headers}
+        # Bodies are relayed as the bytes they are (auto_decompress=False), so ask for them uncompressed:
+        # aiohttp would otherwise offer gzip, and OpenAI's servers take the offer.
+        self._headers = {"content-type": "application/json", "accept-encoding": "identity", **spec.headers}
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -61,7 +63,10 @@ class OpenAIBackend:
             self._headers["authorization"] = f"Bearer {key}"
         connector = aiohttp.TCPConnector(limit=self.spec.max_connections, keepalive_timeout=30, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            timeout=self._timeout,
+            auto_decompress=False,  # bodies are relayed as bytes: never ask for or undo a content encoding
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
 
     async def close(self) -> None:
@@ -84,9 +89,8 @@ class OpenAIBackend:
         except orjson.JSONDecodeError:
             parsed = None
         if not isinstance(parsed, dict):
-            raise UpstreamMalformed(
-                "upstream answered 200 with a body that is not a JSON object", model=attempt.model.name, backend=self.name
-            )
+            msg = "upstream answered 200 with a body that is not a JSON object"
+            raise UpstreamMalformed(msg, model=attempt.model.name, backend=self.name)
         return Reply(body, parsed)
 
     async def stream(self, attempt: Attempt) -> _Stream:

@@ -119,6 +119,8 @@ def _validation_problems(exc: ValidationError, root: yaml.Node | None) -> Proble
             msg = "unknown key; check its spelling against docs/configuration.md"
         elif err["type"] == "union_tag_invalid":
             msg = "unknown backend type; expected one of openai, vllm, litellm"
+        elif err["type"] == "union_tag_not_found":
+            msg = "missing key 'type'; expected one of openai, vllm, litellm"
         elif err["type"] == "literal_error" and loc and loc[-1] == "strategy":
             msg = f"unknown strategy; {msg[0].lower()}{msg[1:]}"
         problems.append((_at(root, loc), msg))

@@ -23,6 +23,8 @@ class Decision:
     chain: tuple[ModelRoute, ...]
     reason: str
     """A short fixed code: ordered, cheapest, fastest, direct, best_effort."""
+    candidates: tuple[ModelRoute, ...]
+    """The policy's candidates: the most expensive one is the baseline that savings are counted against."""
 
 
 def decide(table: RoutingTable, req: RoutedRequest) -> Decision:
@@ -32,7 +34,7 @@ def decide(table: RoutingTable, req: RoutedRequest) -> Decision:
     model = table.models.get(req.model)
     if model is None:
         raise ModelNotFound(req.model)
-    return Decision(DIRECT, (model,), DIRECT)
+    return Decision(DIRECT, (model,), DIRECT, (model,))
 
 
 def _apply(policy: PolicyRoute, req: RoutedRequest) -> Decision:
@@ -43,7 +45,7 @@ def _apply(policy: PolicyRoute, req: RoutedRequest) -> Decision:
     else:
         ranked, reason = _STRATEGIES[policy.strategy](estimates), "best_effort"
     chain = dict.fromkeys([*(e.model for e in ranked), *policy.fallback])
-    return Decision(policy.name, tuple(chain), reason)
+    return Decision(policy.name, tuple(chain), reason, policy.candidates)
 
 
 def _meets(e: Estimate, policy: PolicyRoute, task: str | None) -> bool:
@@ -53,9 +55,8 @@ def _meets(e: Estimate, policy: PolicyRoute, task: str | None) -> bool:
         quality = e.model.quality_for(task)
         if quality is None or quality < req.min_quality:
             return False
-    if req.min_context is not None and e.model.context_window is not None:
-        if e.model.context_window < req.min_context:
-            return False
+    if req.min_context is not None and e.model.context_window is not None and e.model.context_window < req.min_context:
+        return False
     if req.max_cost_usd is not None and e.cost_usd is not None and e.cost_usd > req.max_cost_usd:
         return False
     return not (req.p95_latency_ms is not None and e.latency_ms is not None and e.latency_ms > req.p95_latency_ms)

@@ -46,3 +46,10 @@ def estimate(model: ModelRoute, req: RoutedRequest) -> Estimate:
     if model.latency is not None:
         latency = model.latency.ttft_ms + 1000.0 * pout / model.latency.tokens_per_s
     return Estimate(model, pin, pout, cost, latency)
+
+
+def usage_cost(model: ModelRoute, prompt: int, completion: int) -> float | None:
+    """What a request with this usage costs on this model, from catalog prices; None without a price."""
+    if model.input_usd_per_token is None or model.output_usd_per_token is None:
+        return None
+    return prompt * model.input_usd_per_token + completion * model.output_usd_per_token

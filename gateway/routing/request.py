@@ -40,12 +40,18 @@ class RoutedRequest:
     task: str | None
     key_id: str | None
     request_id: str
+    add_usage: bool = False
+    """A stream whose client did not ask for usage: ask the upstream for it (for metrics and cost)
+    and strip it from what the client sees."""
 
     def body_for(self, upstream_model: str) -> bytes:
         """The bytes to send upstream for a model; the client's own bytes when nothing changes."""
-        if upstream_model == self.model:
+        if upstream_model == self.model and not self.add_usage:
             return self.raw
-        return orjson.dumps({**self.body, "model": upstream_model})
+        body = {**self.body, "model": upstream_model}
+        if self.add_usage:
+            body["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
+        return orjson.dumps(body)
 
 
 def parse_request(
@@ -78,4 +84,10 @@ def parse_request(
         meta = body.get("metadata")
         if isinstance(meta, dict) and isinstance(meta.get("task"), str):
             task = meta["task"]
-    return RoutedRequest(op, raw, body, model, stream, task or None, key_id, request_id)
+    add_usage = False
+    if stream:
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+        add_usage = not (options or {}).get("include_usage")
+    return RoutedRequest(op, raw, body, model, stream, task or None, key_id, request_id, add_usage)

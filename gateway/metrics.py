@@ -1,0 +1,125 @@
+"""Prometheus metric families, created against an explicit registry, fed once per request.
+
+Label values come only from the config (policy and model names) and from fixed sets (outcome, reason,
+kind, stream), so the number of series is bounded by the config whatever clients send.
+
+With several worker processes (`nanoroute serve --workers N`) prometheus-client's multiprocess mode
+is on (PROMETHEUS_MULTIPROC_DIR, set by the server): counters and histograms are summed across workers
+at scrape time; each gauge says how it combines.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from gateway.record import NONE, RequestRecord
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 20, 40)
+TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
+OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def multiprocess() -> bool:
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # `_created` samples double the series count and no dashboard here reads them.
+        disable_created_metrics()
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("nanoroute_requests", "Requests by policy, answering model and outcome",
+                                ["policy", "model", "outcome"], registry=r)
+        self.duration = Histogram("nanoroute_request_duration_seconds", "Whole request, arrival to last byte",
+                                  ["policy", "model", "stream"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("nanoroute_time_to_first_token_seconds",
+                              "Arrival to the first content chunk relayed (streams)", ["model"],
+                              buckets=TTFT_BUCKETS, registry=r)
+        self.tpot = Histogram("nanoroute_time_per_output_token_seconds",
+                              "Decode time per output token after the first (streams)", ["model"],
+                              buckets=TPOT_BUCKETS, registry=r)
+        self.overhead = Histogram("nanoroute_gateway_overhead_seconds",
+                                  "Time spent in the gateway itself before the response started, upstream "
+                                  "waits excluded", buckets=OVERHEAD_BUCKETS, registry=r)
+        self.tokens = Counter("nanoroute_tokens", "Tokens from upstream usage", ["model", "kind"], registry=r)
+        self.cost = Counter("nanoroute_cost_usd", "Spend from usage and catalog prices, USD", ["policy", "model"],
+                            registry=r)
+        self.savings = Counter("nanoroute_savings_usd",
+                               "Spend avoided against the policy's most expensive candidate, USD", ["policy"],
+                               registry=r)
+        self.decisions = Counter("nanoroute_route_decisions", "Routing decisions by first-choice model and reason",
+                                 ["policy", "model", "reason"], registry=r)
+        self.fallbacks = Counter("nanoroute_fallbacks", "Moves from a failed model to the next",
+                                 ["policy", "from_model", "to_model", "reason"], registry=r)
+        self.upstream_errors = Counter("nanoroute_upstream_errors", "Failed upstream attempts by kind",
+                                       ["model", "kind"], registry=r)
+        self.circuit_open = Gauge("nanoroute_circuit_open", "1 while the model's circuit breaker is open",
+                                  ["model"], multiprocess_mode="max", registry=r)
+        self.in_flight = Gauge("nanoroute_in_flight_requests", "Upstream requests in flight per model",
+                               ["model"], multiprocess_mode="livesum", registry=r)
+        self.reloads = Counter("nanoroute_config_reloads", "Config loads by result", ["result"], registry=r)
+        self.config_info = Gauge("nanoroute_config_info", "1 for the config version being served",
+                                 ["version"], multiprocess_mode="livemax", registry=r)
+        self._version: str | None = None
+
+    def config_loaded(self, version: str, models: list[str], *, reload: bool) -> None:
+        if reload:
+            self.reloads.labels("success").inc()
+        if self._version is not None and self._version != version:
+            self.config_info.labels(self._version).set(0)
+        self._version = version
+        self.config_info.labels(version).set(1)
+        for name in models:  # so dashboards show every model from the start
+            self.circuit_open.labels(name).set(0)
+            self.in_flight.labels(name)
+
+    def observe(self, rec: RequestRecord) -> None:
+        model = rec.model.name if rec.model is not None else NONE
+        policy = rec.policy
+        self.requests.labels(policy, model, rec.outcome).inc()
+        self.duration.labels(policy, model, "true" if rec.stream else "false").observe(rec.duration_s)
+        if rec.first_byte_s is not None:
+            self.overhead.observe(max(0.0, rec.first_byte_s - rec.upstream_s))
+        if rec.chosen is not None:
+            self.decisions.labels(policy, rec.chosen.name, rec.reason).inc()
+        for i, err in enumerate(rec.failures):
+            self.upstream_errors.labels(err.model, err.kind).inc()
+            nxt = rec.failures[i + 1].model if i + 1 < len(rec.failures) else model
+            self.fallbacks.labels(policy, err.model, nxt, err.kind).inc()
+        if rec.model is None:
+            return
+        if rec.stream and rec.first_byte_s is not None:
+            self.ttft.labels(model).observe(rec.first_byte_s)
+            if rec.completion_tokens and rec.completion_tokens > 1:
+                decode = rec.duration_s - rec.first_byte_s
+                self.tpot.labels(model).observe(decode / (rec.completion_tokens - 1))
+        if rec.prompt_tokens is not None:
+            self.tokens.labels(model, "prompt").inc(rec.prompt_tokens)
+        if rec.completion_tokens is not None:
+            self.tokens.labels(model, "completion").inc(rec.completion_tokens)
+        if rec.cost_usd is not None:
+            self.cost.labels(policy, model).inc(rec.cost_usd)
+        if rec.savings_usd is not None:
+            self.savings.labels(policy).inc(rec.savings_usd)
+
+    def exposition(self) -> bytes:
+        if multiprocess():
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+

@@ -1,0 +1,107 @@
+"""Run real servers (fake upstreams, the gateway under uvicorn) on loopback in a background event loop.
+
+Tests talk to them over real sockets, from the test thread, with the official `openai` SDK or httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvicorn
+from aiohttp import web
+
+from gateway.app import Gateway, create_app
+from gateway.settings import Settings
+from tests.fakes.upstream import FakeUpstream
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LoopThread:
+    """An asyncio event loop in a daemon thread; `run(coro)` executes a coroutine there and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+class Servers:
+    """Starts fake upstreams and gateways on one loop thread and stops them all at the end."""
+
+    def __init__(self, loop: LoopThread, tmp: Path) -> None:
+        self.loop = loop
+        self.tmp = tmp
+        self._runners: list[web.AppRunner] = []
+        self._gateways: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    def upstream(self, name: str = "fake", **kwargs: Any) -> FakeUpstream:
+        fake = FakeUpstream(name=name, **kwargs)
+
+        async def start() -> None:
+            # handler_cancellation: a handler whose client went away is cancelled, as in a real server,
+            # so `FakeUpstream.cancelled` counts requests the gateway abandoned.
+            runner = web.AppRunner(fake.app(), handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            fake.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self._runners.append(runner)
+
+        self.loop.run(start())
+        return fake
+
+    def gateway(self, config: str, **settings: Any) -> str:
+        """Start a gateway on `config` (YAML text); returns its base URL (with /v1)."""
+        path = self.tmp / f"config-{len(self._gateways)}.yaml"
+        path.write_text(config)
+        port = free_port()
+        app = create_app(Settings(config=path, port=port, **settings))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", http="httptools",
+                                               lifespan="on", access_log=False, log_level="warning"))
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+
+        async def start() -> asyncio.Task[None]:
+            task = asyncio.ensure_future(server.serve())
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+            return task
+
+        self._gateways.append((server, self.loop.run(start())))
+        return f"http://127.0.0.1:{port}/v1"
+
+    def app_of(self, index: int = -1) -> Gateway:
+        app = self._gateways[index][0].config.app
+        assert isinstance(app, Gateway)
+        return app
+
+    def close(self) -> None:
+        async def stop() -> None:
+            for server, task in self._gateways:
+                server.should_exit = True
+                await asyncio.wait_for(task, 10)
+            for runner in self._runners:
+                await runner.cleanup()
+
+        self.loop.run(stop())

@@ -1,0 +1,156 @@
+"""A fake OpenAI-compatible upstream: a real aiohttp HTTP server on loopback that can misbehave.
+
+Set `behaviour` to choose what the next requests get:
+
+    ok            a chat/completions/embeddings answer; streams send `chunks` deltas and [DONE]
+    status:N      HTTP N with an OpenAI error envelope, or `error_body` when set (429 adds Retry-After: 1)
+    context       400 with OpenAI's context_length_exceeded error
+    hang          accept the request and never answer
+    stall_first   stream: send headers, then nothing
+    stall_mid     stream: send one chunk, then nothing
+    reset         close the connection without answering
+    cut           stream: send one chunk, then close the connection
+    garbage       200 with a body that is not JSON (stream: a line that is not SSE)
+
+With `compress` set, answers are gzip- or deflate-compressed whenever the request's Accept-Encoding
+allows it, as OpenAI's servers do.
+
+Every request is recorded (path, headers with lower-case names, parsed body) for assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeUpstream:
+    name: str = "fake"
+    behaviour: str = "ok"
+    chunks: int = 3
+    answer: str = "Hello from the fake upstream."
+    compress: bool = False
+    error_body: dict[str, Any] | None = None
+    """For `status:N`: the JSON body to answer with instead of an OpenAI envelope (e.g. vLLM's shape)."""
+    seen: list[Seen] = field(default_factory=list)
+    port: int = 0
+    open_requests: int = 0
+    cancelled: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+            app.router.add_post(path, self._handle)
+        app.router.add_get("/v1/models", self._models)
+        return app
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.name, "object": "model"}]})
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        body = json.loads(raw)
+        self.seen.append(Seen(request.path, {k.lower(): v for k, v in request.headers.items()}, body))
+        self.open_requests += 1
+        try:
+            return await self._answer(request, body)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.open_requests -= 1
+
+    async def _answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        mode = self.behaviour
+        if mode.startswith("status:"):
+            status = int(mode.split(":")[1])
+            headers = {"Retry-After": "1"} if status == 429 else {}
+            err = self.error_body or {
+                "error": {"message": f"fake {status}", "type": "server_error", "param": None, "code": None}}
+            return web.json_response(err, status=status, headers=headers)
+        if mode == "context":
+            err = {"error": {"message": "This model's maximum context length is 10 tokens.",
+                             "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
+            return web.json_response(err, status=400)
+        if mode == "hang":
+            await asyncio.sleep(3600)
+        if mode == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            await asyncio.sleep(0.1)
+            return web.Response()
+        if body.get("stream"):
+            return await self._stream(request, body, mode)
+        if mode == "garbage":
+            return web.Response(body=b"<html>not json</html>", content_type="application/json")
+        resp = web.json_response(self._completion(request.path, body))
+        if self.compress:
+            resp.enable_compression()
+        return resp
+
+    def _completion(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+        if path.endswith("/embeddings"):
+            return {"object": "list", "model": body["model"], "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}]}
+        if path.endswith("/chat/completions"):
+            choice = {"index": 0, "message": {"role": "assistant", "content": self.answer},
+                      "logprobs": None, "finish_reason": "stop"}
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": self.answer, "logprobs": None, "finish_reason": "stop"}
+            obj = "text_completion"
+        return {"id": f"cmpl-{self.name}-{len(self.seen)}", "object": obj, "created": int(time.time()),
+                "model": body["model"], "choices": [choice], "usage": usage}
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], mode: str) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        if self.compress:
+            resp.enable_compression()
+        await resp.prepare(request)
+        if mode == "stall_first":
+            await asyncio.sleep(3600)
+        if mode == "garbage":
+            await resp.write(b"this is not server-sent events\n\n")
+            await resp.write_eof()
+            return resp
+        created = int(time.time())
+        for i in range(self.chunks):
+            delta = {"content": f"tok{i} "} if i else {"role": "assistant", "content": "tok0 "}
+            chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
+                     "model": body["model"], "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            if i == 0 and mode == "stall_mid":
+                await asyncio.sleep(3600)
+            if i == 0 and mode == "cut":
+                assert request.transport is not None
+                request.transport.abort()
+                return resp
+        last = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": body["model"],
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await resp.write(b"data: " + json.dumps(last).encode() + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
+                     "model": body["model"], "choices": [],
+                     "usage": {"prompt_tokens": 7, "completion_tokens": self.chunks, "total_tokens": 7 + self.chunks}}
+            await resp.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
