@@ -1,0 +1,96 @@
+"""The optional vLLM server: a base model with LoRA adapters from a volume, reached by the gateway's config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from tests.helm.chart import CHART, RELEASE, Rendered, container, env_of, load_values, render
+
+VLLM = f"{RELEASE}-nanoroute-vllm"
+
+
+@pytest.fixture
+def rendered(chart: helm.Chart) -> Rendered:
+    return render(chart, load_values(CHART / "ci" / "vllm-values.yaml"))
+
+
+def test_off_by_default(chart: helm.Chart) -> None:
+    assert [o["metadata"]["name"] for o in render(chart).objects if "vllm" in o["metadata"]["name"]] == []
+
+
+def test_the_gateway_config_points_at_the_in_cluster_service(rendered: Rendered) -> None:
+    service = rendered.one("Service", VLLM)
+    port = service["spec"]["ports"][0]["port"]
+    config = yaml.safe_load(rendered.config_text())
+    assert config["backends"]["local"] == {"type": "vllm", "urls": [f"http://{VLLM}:{port}/v1"]}
+    served = {m["name"] for m in config["models"].values() if m["backend"] == "local"}
+    assert served == {"base", "support-v3"}  # the base model's served name and an adapter's
+
+
+def test_vllm_serves_the_model_with_lora_adapters_from_the_volume(rendered: Rendered) -> None:
+    vllm = container(rendered.one("Deployment", VLLM))
+    assert vllm["image"] == "vllm/vllm-openai:v0.33.0"
+    assert vllm["command"] == ["vllm", "serve"]
+    args = vllm["args"]
+    assert args[0] == "Qwen/Qwen2.5-7B-Instruct"
+    for flag in ("--host=0.0.0.0", "--port=8000", "--served-model-name=base", "--enable-lora", "--max-loras=4",
+                 "--max-lora-rank=16", "--max-model-len=8192", "--enable-prefix-caching"):
+        assert flag in args
+    assert args[args.index("--lora-modules") + 1] == "support-v3=/adapters/support-v3"
+    assert env_of(rendered.one("Deployment", VLLM))["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == {"value": "True"}
+    volumes = {v["name"]: v for v in rendered.one("Deployment", VLLM)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["adapters"]["persistentVolumeClaim"] == {"claimName": "lora-adapters", "readOnly": True}
+    assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hf-cache"}
+    assert volumes["shm"]["emptyDir"]["medium"] == "Memory"
+    mounts = {m["name"]: m["mountPath"] for m in vllm["volumeMounts"]}
+    assert mounts == {"adapters": "/adapters", "model-cache": "/root/.cache/huggingface", "shm": "/dev/shm"}
+
+
+def test_gpus_are_requested_and_tolerated(rendered: Rendered) -> None:
+    deployment = rendered.one("Deployment", VLLM)
+    resources = container(deployment)["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \
+        deployment["spec"]["template"]["spec"]["tolerations"]
+    assert container(deployment)["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+@pytest.mark.parametrize(("values", "flag"), [
+    ({"gpus": 2}, "--tensor-parallel-size=2"),
+    ({"lora": {"enabled": True, "maxCpuLoras": 8}}, "--max-cpu-loras=8"),
+])
+def test_optional_flags(chart: helm.Chart, values: dict[str, Any], flag: str) -> None:
+    rendered = render(chart, {"vllm": {"enabled": True, **values}})
+    assert flag in container(rendered.one("Deployment", VLLM))["args"]
+
+
+def test_without_lora_no_lora_flags_or_runtime_loading(chart: helm.Chart) -> None:
+    rendered = render(chart, {"vllm": {"enabled": True, "gpus": 0, "lora": {"enabled": False}}})
+    vllm = container(rendered.one("Deployment", VLLM))
+    assert not [a for a in vllm["args"] if "lora" in a]
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in env_of(rendered.one("Deployment", VLLM))
+    assert "nvidia.com/gpu" not in vllm["resources"]["limits"]
+
+
+def test_only_the_gateway_reaches_vllm_when_network_policies_are_on(chart: helm.Chart) -> None:
+    values = load_values(CHART / "ci" / "vllm-values.yaml")
+    rendered = render(chart, {**values, "networkPolicy": {"enabled": True}})
+    policy = rendered.one("NetworkPolicy", VLLM)
+    vllm_labels = rendered.one("Deployment", VLLM)["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= vllm_labels
+    [rule] = policy["spec"]["ingress"]
+    [peer] = rule["from"]
+    gateway_labels = rendered.gateway["spec"]["template"]["metadata"]["labels"].items()
+    assert peer["podSelector"]["matchLabels"].items() <= gateway_labels
+    assert not peer["podSelector"]["matchLabels"].items() <= vllm_labels
+
+
+def test_notes_warn_when_no_backend_uses_the_vllm_service(chart: helm.Chart, rendered: Rendered) -> None:
+    assert "no backend in the config uses that URL" not in rendered.notes
+    unused = render(chart, {"vllm": {"enabled": True}})
+    assert f"http://{VLLM}:8000/v1\nWARNING: no backend in the config uses that URL" in unused.notes
