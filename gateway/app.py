@@ -7,8 +7,11 @@ The lifespan opens one connection pool per backend and closes them on shutdown.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,16 +23,19 @@ from prometheus_client.multiprocess import mark_process_dead
 from starlette.exceptions import HTTPException
 
 from gateway import __version__, accesslog
-from gateway.api import health, metrics, models
+from gateway.api import admin, health, metrics, models
 from gateway.api.proxy import ROUTES, Receive, Scope, Send, handle
 from gateway.auth import KeyCheck
 from gateway.backends import Backend, build_backend
 from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
+from gateway.config.watcher import Reloader
 from gateway.errors import InvalidRequest, NanorouteError, NotFound, error_body
 from gateway.metrics import Metrics, multiprocess
 from gateway.record import RequestRecord
+from gateway.reliability.health import Health
 from gateway.reliability.inflight import InFlight
+from gateway.routing.signals import Signals
 from gateway.settings import Settings
 
 log = logging.getLogger("nanoroute")
@@ -53,17 +59,50 @@ class Gateway:
         self.table = table
         self.metrics = Metrics()
         self.inflight = InFlight(self.metrics.in_flight)
+        self.health = Health(self.metrics.circuit_open, self.metrics.replica_up)
+        self.signals = Signals(exact_tokens=settings.exact_tokens)
         self._access_log = settings.access_log
         self._metrics = settings.metrics
         self._state: State | None = None
+        self._retired: list[asyncio.Task[None]] = []
+        self.reloader = Reloader(settings.config_path, table, self.apply, self.metrics.reloads_result,
+                                 interval_s=settings.reload_interval_s)
         self.api = _build_api(self)
 
     def observe(self, rec: RequestRecord) -> None:
         """Called once when a request ends, whatever its outcome."""
         if self._metrics:
             self.metrics.observe(rec)
+        self.signals.observe(rec, self.state.table.tasks)
         if self._access_log:
             accesslog.write(rec)
+
+    async def apply(self, table: RoutingTable) -> None:
+        """Swap in a new, valid table. Backends whose settings did not change keep their pools; the
+        others are built anew, and the replaced ones closed once requests still using them are done."""
+        old = self.state
+        backends: dict[str, Backend] = {}
+        for name, spec in table.config.backends.items():
+            current = old.backends.get(name)
+            if current is not None and old.table.config.backends[name] == spec:
+                backends[name] = current
+            else:
+                backends[name] = build_backend(name, spec)
+                await backends[name].start()
+        for warning in table.warnings:
+            log.warning("config %s: %s", table.source, warning)
+        self._state = State(table, backends, old.auth, old.max_body_bytes)
+        self.table = table
+        self.metrics.config_loaded(table.version, list(table.models))
+        await self.health.start(table, backends)
+        retired = [b for name, b in old.backends.items() if backends.get(name) is not b]
+        if retired:
+            self._retired.append(asyncio.get_running_loop().create_task(_close_later(retired)))
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reloader.reload("SIGHUP"))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # errors are logged by the reloader
+        self._retired.append(task)
 
     @property
     def ready(self) -> bool:
@@ -98,15 +137,33 @@ class Gateway:
         for backend in backends.values():
             await backend.start()
         self._state = State(self.table, backends, auth, s.max_body_bytes)
-        self.metrics.config_loaded(self.table.version, list(self.table.models), reload=False)
+        self.metrics.config_loaded(self.table.version, list(self.table.models))
+        await self.health.start(self.table, backends)
         log.info("nanoroute %s serving config %s (version %s)", __version__, self.table.source, self.table.version)
+        self.reloader.start()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # only in the main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
             yield
         finally:
-            for backend in backends.values():
+            await self.reloader.stop()
+            await self.health.stop()
+            for task in self._retired:
+                task.cancel()
+            for backend in self.state.backends.values():
                 await backend.close()
             if multiprocess():
                 mark_process_dead(os.getpid())
+
+
+async def _close_later(backends: list[Backend], grace_s: float = 600.0) -> None:
+    """Close replaced backends once requests that started before the reload are surely finished
+    (no attempt outlives its backend's total timeout, 600 s by default)."""
+    try:
+        await asyncio.sleep(grace_s)
+    finally:
+        for backend in backends:
+            await backend.close()
 
 
 def _build_api(gw: Gateway) -> FastAPI:
@@ -121,6 +178,7 @@ def _build_api(gw: Gateway) -> FastAPI:
     api.include_router(models.router)
     api.include_router(health.router)
     api.include_router(metrics.router)
+    api.include_router(admin.router)
 
     @api.exception_handler(NanorouteError)
     async def _nanoroute_error(_: Request, exc: NanorouteError) -> Response:

@@ -1,6 +1,7 @@
 """Client API keys: a Bearer key from `NANOROUTE_API_KEYS` is required when any is set.
 
-Logs and metrics never see a key, only its id: the first 8 hex digits of its SHA-256.
+An entry is `key` or `name=key`. Logs, metrics and policies never see a key, only its id: its name
+when it has one, else the first 8 hex digits of its SHA-256.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ def key_id(key: str) -> str:
 class KeyCheck:
     def __init__(self, keys: Iterable[str], admin_key: str | None = None) -> None:
         # Keyed by the full Bearer header value, so the hot path does one dict lookup.
-        self._ids = {f"Bearer {k}".encode(): key_id(k) for k in keys}
+        self._ids: dict[bytes, str] = {}
+        for entry in keys:
+            name, sep, key = entry.partition("=")
+            if not sep:
+                name, key = key_id(entry), entry
+            self._ids[f"Bearer {key}".encode()] = name
         self._admin = f"Bearer {admin_key}".encode() if admin_key else None
 
     @property
@@ -36,6 +42,10 @@ class KeyCheck:
         if found is None:
             raise AuthenticationFailed("Incorrect API key provided")
         return found
+
+    def key_id_of(self, authorization: bytes) -> str | None:
+        """The id of a client key, or None when it is not one of ours."""
+        return self._ids.get(authorization)
 
     def check_admin(self, authorization: bytes | None) -> None:
         if self._admin is None:

@@ -10,23 +10,36 @@ The tree::
     │   ├── PermissionDenied            403 the key may not do this
     │   ├── NotFound                    404 unknown path or disabled endpoint
     │   │   └── ModelNotFound           404 no policy matches and no catalog model has that name
+    │   ├── MethodNotAllowed            405 a proxied endpoint called with another method than POST
     │   └── PayloadTooLarge             413 body over the configured limit
-    └── UpstreamError                   one attempt at one model failed; `fallback` says if another model may help
+    ├── PolicyUnmet                     503 no candidate meets the policy's requirements and it says `reject`
+    └── UpstreamError                   one attempt at one model failed; flags say what may help (below)
         ├── UpstreamConnectError        503 connection refused, reset or DNS failure before a response
-        ├── UpstreamTimeout             504 no (complete) answer in time
+        ├── UpstreamTimeout             504 no (complete) answer in time; `phase` says which limit
         ├── UpstreamRateLimited         429 from the upstream; `retry_after` when it said
         ├── UpstreamServerError         502 the upstream answered 5xx
         ├── UpstreamMalformed           502 the upstream answered something that is not what the protocol says
         ├── UpstreamAuthFailed          502 the upstream rejected the gateway's own credentials
         ├── ContextLengthExceeded       400 the prompt does not fit this model; a larger one may take it
-        └── UpstreamRejected            4xx the upstream refused the request as such; relayed as it answered
+        ├── UpstreamRejected            4xx the upstream refused the request as such; relayed as it answered
+        │   └── ContentFiltered         4xx the provider's content filter refused it; relayed as it answered
+        └── Skipped                     the gateway did not send this attempt; `retry_after` when known
+            ├── CircuitOpen             503 every replica of the model is open (breaker, health check)
+            ├── Overloaded              503 the model is at its in-flight cap or its queue is too long
+            └── ContextWindowTooSmall   400 the prompt plus max_tokens cannot fit the model's context_window
     AllAttemptsFailed                   every model in the chain failed; keeps each attempt's error in order
+    └── AllCandidatesUnavailable        503 no model was tried: each was skipped as open or overloaded
+
+An `UpstreamError` says what may help through four flags: `fallback` (another model may succeed),
+`retryable` (the same model may, after a pause), `attempted` (the upstream was actually called) and
+`unhealthy` (it counts against the model's circuit breaker). docs/reliability.md has the table.
 
 Foreign exceptions (aiohttp, asyncio, litellm) are translated into this tree only at the backend boundary.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,17 +111,38 @@ class ModelNotFound(NotFound):
         )
 
 
+class MethodNotAllowed(ClientError):
+    status = 405
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", b"POST")]
+
+
 class PayloadTooLarge(ClientError):
     status = 413
     code = "request_too_large"
 
 
+class PolicyUnmet(NanorouteError):
+    status = 503
+    type = "server_error"
+    code = "no_eligible_model"
+
+
 class UpstreamError(NanorouteError):
-    """One attempt at one model failed. `fallback` is True when another attempt may succeed."""
+    """One attempt at one model failed.
+
+    `fallback`: another model may succeed. `retryable`: the same model may, after a pause.
+    `attempted`: the upstream was called (False for the gateway's own skips). `unhealthy`: the error
+    says the model or its replica is unwell, so it counts against the circuit breaker.
+    """
 
     status = 502
     type = "upstream_error"
     fallback = True
+    retryable = False
+    attempted = True
+    unhealthy = True
 
     def __init__(self, message: str, *, model: str = "", backend: str = "") -> None:
         super().__init__(message)
@@ -124,30 +158,42 @@ class UpstreamError(NanorouteError):
 class UpstreamConnectError(UpstreamError):
     status = 503
     code = "upstream_unavailable"
+    retryable = True
 
 
 class UpstreamTimeout(UpstreamError):
+    """`phase`: which limit ran out: `connect`, `first_token` (streams: to the first content),
+    `idle` (streams: between chunks), `total` (the backend's limit for one attempt) or `deadline`
+    (the request's overall deadline: nothing more may be tried, and the model is not blamed)."""
+
     status = 504
     code = "upstream_timeout"
+
+    def __init__(self, message: str, *, model: str = "", backend: str = "", phase: str = "total") -> None:
+        super().__init__(message, model=model, backend=backend)
+        self.phase = phase
+        self.retryable = phase == "connect"
+        if phase == "deadline":
+            self.fallback = self.unhealthy = False
 
 
 class UpstreamRateLimited(UpstreamError):
     status = 429
     type = "rate_limit_error"
     code = "upstream_rate_limited"
+    retryable = True
 
     def __init__(self, message: str, *, model: str = "", backend: str = "", retry_after: float | None = None):
         super().__init__(message, model=model, backend=backend)
         self.retry_after = retry_after
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        if self.retry_after is None:
-            return []
-        return [(b"retry-after", str(max(1, round(self.retry_after))).encode())]
+        return _retry_after(self.retry_after)
 
 
 class UpstreamServerError(UpstreamError):
     code = "upstream_server_error"
+    retryable = True
 
 
 class UpstreamMalformed(UpstreamError):
@@ -162,6 +208,7 @@ class ContextLengthExceeded(UpstreamError):
     status = 400
     type = "invalid_request_error"
     code = "context_length_exceeded"
+    unhealthy = False
 
 
 class UpstreamRejected(UpstreamError):
@@ -171,6 +218,7 @@ class UpstreamRejected(UpstreamError):
     """
 
     fallback = False
+    unhealthy = False
 
     def __init__(self, message: str, *, model: str = "", backend: str = "", status: int, body: bytes):
         super().__init__(message, model=model, backend=backend)
@@ -179,6 +227,44 @@ class UpstreamRejected(UpstreamError):
 
     def envelope(self) -> bytes:
         return self.body
+
+
+class ContentFiltered(UpstreamRejected):
+    """The provider's content filter refused the prompt (Azure's `content_filter`, OpenAI's
+    `content_policy_violation`, litellm's ContentPolicyViolationError). Not retried and not fallen back:
+    sending what one provider's safety filter refused to another is a policy decision, not resilience."""
+
+    code = "content_filter"
+
+
+class Skipped(UpstreamError):
+    """The gateway passed over a model without calling it. `retry_after`: seconds until it may take
+    requests again, when known (sent as `Retry-After` when every model was skipped)."""
+
+    status = 503
+    attempted = False
+    unhealthy = False
+
+    def __init__(self, message: str, *, model: str = "", backend: str = "", retry_after: float | None = None):
+        super().__init__(message, model=model, backend=backend)
+        self.retry_after = retry_after
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return _retry_after(self.retry_after)
+
+
+class CircuitOpen(Skipped):
+    code = "circuit_open"
+
+
+class Overloaded(Skipped):
+    code = "model_overloaded"
+
+
+class ContextWindowTooSmall(Skipped):
+    status = 400
+    type = "invalid_request_error"
+    code = "context_length_exceeded"
 
 
 _KIND: dict[type[UpstreamError], str] = {
@@ -191,6 +277,11 @@ _KIND: dict[type[UpstreamError], str] = {
     UpstreamAuthFailed: "auth",
     ContextLengthExceeded: "context_length",
     UpstreamRejected: "rejected",
+    ContentFiltered: "content_filter",
+    Skipped: "skipped",
+    CircuitOpen: "circuit_open",
+    Overloaded: "overloaded",
+    ContextWindowTooSmall: "context_window",
 }
 
 
@@ -217,6 +308,34 @@ class AllAttemptsFailed(NanorouteError):
         if isinstance(last, UpstreamRejected):
             return last.envelope()
         return super().envelope()
+
+
+class AllCandidatesUnavailable(AllAttemptsFailed):
+    """No model was called: every one was skipped because its circuit was open or it was saturated.
+    Answered at once with 503 and `Retry-After` (when the soonest one may take requests again),
+    rather than queued."""
+
+    def __init__(self, policy: str, errors: Sequence[UpstreamError]) -> None:
+        super().__init__(policy, errors)
+        self.status, self.type, self.code = 503, "upstream_error", "models_unavailable"
+        waits = [e.retry_after for e in self.errors if isinstance(e, Skipped) and e.retry_after is not None]
+        self.retry_after = min(waits, default=1.0)
+        self.message = (f"No model can take the request now for policy '{policy}' (each is open or at capacity); "
+                        f"retry after {max(1, math.ceil(self.retry_after))} s: "
+                        + "; ".join(f"{e.model}: {e.message}" for e in self.errors))
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return _retry_after(self.retry_after)
+
+    def envelope(self) -> bytes:
+        return error_body(self.message, self.type, self.code)
+
+
+def _retry_after(seconds: float | None) -> list[tuple[bytes, bytes]]:
+    """`Retry-After` in whole seconds, rounded up (never sooner than the wait), at least one; none when unknown."""
+    if seconds is None:
+        return []
+    return [(b"retry-after", str(max(1, math.ceil(seconds))).encode())]
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:

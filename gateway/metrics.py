@@ -67,8 +67,12 @@ class Metrics:
                                  ["policy", "from_model", "to_model", "reason"], registry=r)
         self.upstream_errors = Counter("nanoroute_upstream_errors", "Failed upstream attempts by kind",
                                        ["model", "kind"], registry=r)
-        self.circuit_open = Gauge("nanoroute_circuit_open", "1 while the model's circuit breaker is open",
+        self.circuit_open = Gauge("nanoroute_circuit_open",
+                                  "1 while no replica of the model is closed (breakers open, health checks failing)",
                                   ["model"], multiprocess_mode="max", registry=r)
+        self.replica_up = Gauge("nanoroute_replica_up",
+                                "0 while a backend replica is out (failed health checks, connection failures)",
+                                ["backend", "replica"], multiprocess_mode="livemin", registry=r)
         self.in_flight = Gauge("nanoroute_in_flight_requests", "Upstream requests in flight per model",
                                ["model"], multiprocess_mode="livesum", registry=r)
         self.reloads = Counter("nanoroute_config_reloads", "Config loads by result", ["result"], registry=r)
@@ -76,9 +80,10 @@ class Metrics:
                                  ["version"], multiprocess_mode="livemax", registry=r)
         self._version: str | None = None
 
-    def config_loaded(self, version: str, models: list[str], *, reload: bool) -> None:
-        if reload:
-            self.reloads.labels("success").inc()
+    def reloads_result(self, result: str) -> None:
+        self.reloads.labels(result).inc()
+
+    def config_loaded(self, version: str, models: list[str]) -> None:
         if self._version is not None and self._version != version:
             self.config_info.labels(self._version).set(0)
         self._version = version
@@ -97,7 +102,8 @@ class Metrics:
         if rec.chosen is not None:
             self.decisions.labels(policy, rec.chosen.name, rec.reason).inc()
         for i, err in enumerate(rec.failures):
-            self.upstream_errors.labels(err.model, err.kind).inc()
+            if err.attempted:  # skips (circuit open, overloaded, too small) count as fallbacks only
+                self.upstream_errors.labels(err.model, err.kind).inc()
             nxt = rec.failures[i + 1].model if i + 1 < len(rec.failures) else model
             self.fallbacks.labels(policy, err.model, nxt, err.kind).inc()
         if rec.model is None:

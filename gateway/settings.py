@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413")
     log_level: str = "info"
     access_log: bool = Field(True, description="One JSON line per request on stderr")
+    exact_tokens: bool = Field(True, description="Count prompt tokens with tiktoken where available")
+    reload_interval_s: float = Field(2.0, ge=0, description="How often the config file is checked; 0 turns it off")
     metrics: bool = Field(True, description="Count requests in the Prometheus metrics (off only to measure their cost)")
 
     @field_validator("api_keys", mode="before")

@@ -21,8 +21,10 @@ from gateway.errors import (
     AllAttemptsFailed,
     ClientError,
     InvalidRequest,
+    MethodNotAllowed,
     NanorouteError,
     PayloadTooLarge,
+    PolicyUnmet,
     UpstreamError,
     UpstreamRejected,
 )
@@ -33,7 +35,7 @@ from gateway.routing.estimate import usage_cost
 from gateway.routing.request import Operation, RoutedRequest, parse_request
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.app import Gateway, State
 
 log = logging.getLogger("nanoroute")
 
@@ -59,10 +61,10 @@ _SSE_HEADERS = [
 class _Headers:
     """The few request headers the hot path reads, in one pass over the ASGI header list."""
 
-    __slots__ = ("authorization", "content_length", "request_id", "task")
+    __slots__ = ("authorization", "content_length", "pin", "request_id", "task")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self.authorization = self.content_length = self.request_id = self.task = None
+        self.authorization = self.content_length = self.request_id = self.task = self.pin = None
         for name, value in raw:
             if name == b"authorization":
                 self.authorization = value
@@ -72,6 +74,8 @@ class _Headers:
                 self.request_id = value
             elif name == b"x-nanoroute-task":
                 self.task = value
+            elif name == b"x-nanoroute-model":
+                self.pin = value
 
 
 async def handle(gw: Gateway, op: Operation, scope: Scope, receive: Receive, send: Send) -> None:
@@ -94,30 +98,34 @@ async def _handle(gw: Gateway, op: Operation, hdrs: _Headers, rec: RequestRecord
                   scope: Scope, receive: Receive, send: Send) -> None:
     if scope["method"] != "POST":
         rec.outcome, rec.status = Outcome.CLIENT_ERROR, 405
-        await _send_error(send, rec, InvalidRequest(f"Use POST for {scope['path']}"), status=405)
+        await _send_error(send, rec, MethodNotAllowed(f"Use POST for {scope['path']}"))
         return
     state = gw.state
     try:
         rec.key_id = state.auth.check(hdrs.authorization)
         raw = await _read_body(receive, hdrs.content_length, state.max_body_bytes)
         task = hdrs.task.decode("latin-1") if hdrs.task else None
-        req = parse_request(op, raw, task_header=task, key_id=rec.key_id, request_id=rec.request_id)
+        pin = hdrs.pin.decode("latin-1") if hdrs.pin else None
+        req = parse_request(op, raw, task_header=task, key_id=rec.key_id, request_id=rec.request_id, pin=pin)
         rec.task, rec.stream = req.task, req.stream
-        decision = decide(state.table, req)
-    except ClientError as exc:
+        decision = decide(state.table, req, gw.signals)
+    except (ClientError, PolicyUnmet) as exc:
         rec.outcome, rec.status = Outcome.CLIENT_ERROR, exc.status
         await _send_error(send, rec, exc)
         return
     rec.policy, rec.reason, rec.chosen = decision.policy, decision.reason, decision.chain[0]
     runner = _relay_stream if req.stream else _relay_json
-    if not await _cancel_on_disconnect(receive, runner(gw, decision, req, rec, send)):
+    # The request runs to its end on the state it started with, whatever a reload swaps in meanwhile.
+    if not await _cancel_on_disconnect(receive, runner(gw, state, decision, req, rec, send)):
         rec.outcome, rec.status = Outcome.CANCELLED, 499
 
 
-async def _relay_json(gw: Gateway, decision: Decision, req: RoutedRequest, rec: RequestRecord, send: Send) -> None:
+async def _relay_json(
+    gw: Gateway, state: State, decision: Decision, req: RoutedRequest, rec: RequestRecord, send: Send
+) -> None:
     t0 = perf_counter()
     try:
-        answered = await chain.call(decision, req, gw.state.backends, gw.inflight)
+        answered = await chain.call(decision, req, state.backends, gw.inflight, gw.health)
     except AllAttemptsFailed as exc:
         rec.upstream_s = perf_counter() - t0
         await _send_upstream_failure(send, rec, exc)
@@ -139,10 +147,12 @@ async def _relay_json(gw: Gateway, decision: Decision, req: RoutedRequest, rec: 
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _relay_stream(gw: Gateway, decision: Decision, req: RoutedRequest, rec: RequestRecord, send: Send) -> None:
+async def _relay_stream(
+    gw: Gateway, state: State, decision: Decision, req: RoutedRequest, rec: RequestRecord, send: Send
+) -> None:
     t0 = perf_counter()
     try:
-        answered = await chain.open_stream(decision, req, gw.state.backends, gw.inflight)
+        answered = await chain.open_stream(decision, req, state.backends, gw.inflight, gw.health)
     except AllAttemptsFailed as exc:
         rec.upstream_s = perf_counter() - t0
         await _send_upstream_failure(send, rec, exc)
@@ -191,7 +201,11 @@ def _account(rec: RequestRecord, decision: Decision, usage: dict[str, Any]) -> N
 
 
 def _route_headers(rec: RequestRecord) -> list[tuple[bytes, bytes]]:
-    headers = [(b"x-request-id", rec.request_id.encode()), (b"x-nanoroute-policy", rec.policy.encode())]
+    headers = [
+        (b"x-request-id", rec.request_id.encode()),
+        (b"x-nanoroute-policy", rec.policy.encode()),
+        (b"x-nanoroute-reason", rec.reason.encode()),
+    ]
     if rec.model is not None:
         headers.append((b"x-nanoroute-model", rec.model.name.encode()))
     headers.append((b"x-nanoroute-fallbacks", str(len(rec.failures)).encode()))
@@ -246,6 +260,9 @@ async def _read_body(receive: Receive, content_length: bytes | None, limit: int)
         raise PayloadTooLarge(f"The request body is over the gateway's limit of {limit} bytes")
     message = await receive()
     body: bytes = message.get("body", b"")
+    # A chunked body has no content-length, and the server may hand it over whole in one message.
+    if len(body) > limit:
+        raise PayloadTooLarge(f"The request body is over the gateway's limit of {limit} bytes")
     if not message.get("more_body", False):
         return body
     parts = [body]

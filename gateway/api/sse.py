@@ -6,12 +6,14 @@ waits for its next chunk. Only an event that carries a usage object is parsed.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _MAX_PENDING = 1 << 20
+_EVENT_SEPARATOR = re.compile(rb"(\r\n\r\n|\n\n)")
 
 
 class UsageTap:
@@ -23,14 +25,13 @@ class UsageTap:
     def feed(self, chunk: bytes) -> bytes:
         """The bytes of `chunk` (with what was pending) that can go to the client now."""
         data = self._pending + chunk if self._pending else chunk
-        end = data.rfind(b"\n\n")
+        end = _last_event_end(data)
         if end < 0:
             if len(data) > _MAX_PENDING:  # not SSE as we know it: never hold bytes back for long
                 self._pending = b""
                 return data
             self._pending = data
             return b""
-        end += 2
         ready, self._pending = data[:end], data[end:]
         if _USAGE_MARKERS[0] in ready or _USAGE_MARKERS[1] in ready:
             ready = self._take_usage(ready)
@@ -42,7 +43,8 @@ class UsageTap:
 
     def _take_usage(self, ready: bytes) -> bytes:
         kept = []
-        for event in ready.split(b"\n\n"):
+        parts = _EVENT_SEPARATOR.split(ready)  # event, separator, event, separator, ..., b""
+        for event, sep in zip(parts[0::2], [*parts[1::2], b""], strict=True):
             if event.startswith(b"data:") and (_USAGE_MARKERS[0] in event or _USAGE_MARKERS[1] in event):
                 try:
                     obj = orjson.loads(event[5:])
@@ -52,5 +54,11 @@ class UsageTap:
                     self.usage = obj["usage"]
                     if self.strip_usage and not obj.get("choices"):
                         continue
-            kept.append(event)
-        return b"\n\n".join(kept)
+            kept.append(event + sep)
+        return b"".join(kept)
+
+
+def _last_event_end(data: bytes) -> int:
+    """Where the last complete event (with its blank line) ends; -1 when there is none."""
+    lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1)

@@ -3,6 +3,11 @@
 A backend turns one attempt (an operation, a catalog model, the body to send) into either a complete
 `Reply` or an open `ReplyStream`, or raises an `UpstreamError` subclass. Backends own their connection
 pools; they classify every failure themselves, so nothing above them sees a foreign exception.
+
+A stream is returned only once the upstream has sent its first content (a token, a tool call, the end):
+whatever fails before that is raised by `stream()`, while another model may still answer invisibly.
+Every wait is bounded: the attempt's `deadline`, the backend's `timeouts` (connect, first token, idle
+between chunks, total).
 """
 
 from __future__ import annotations
@@ -38,10 +43,16 @@ class Attempt:
     model: ModelRoute
     body: bytes
     request_id: str
+    replica: int | None = None
+    """Which of the backend's replicas to call (an index); None: the backend takes them in turn."""
+    deadline: float | None = None
+    """The request's deadline on the event loop's clock; the attempt ends with it at the latest."""
 
 
 class Backend(Protocol):
     name: str
+    replicas: int
+    """How many replicas (base URLs) serve this backend's models."""
 
     async def start(self) -> None:
         """Open connection pools; called once from the app's lifespan."""
@@ -51,3 +62,7 @@ class Backend(Protocol):
     async def call(self, attempt: Attempt) -> Reply: ...
 
     async def stream(self, attempt: Attempt) -> ReplyStream: ...
+
+    async def probe(self, replica: int, path: str, timeout_s: float) -> bytes | None:
+        """An active health check of one replica: returns (the body, for backends that read one) when it
+        answers `path` with 2xx/3xx; else raises an `UpstreamError`."""

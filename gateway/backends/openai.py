@@ -2,25 +2,34 @@
 
 One aiohttp session (one connection pool) per backend, opened in the app's lifespan. Bodies go out as
 the bytes they are; answers come back as bytes, parsed once only to check them and read usage.
-Every failure is classified here, at the boundary, into the tree in `gateway.errors`.
+Every failure is classified here, at the boundary, into the tree in `gateway.errors`: `_translate`
+for what aiohttp and asyncio raise, `_classify` for what the upstream answered.
+
+Time limits: `timeouts.connect_s` (aiohttp's socket connect), one timer per JSON call for the sooner of
+`timeouts.total_s` and the request's deadline, and for streams `timeouts.ttft_s` until the first content
+(see `stream.hold`), then `timeouts.idle_s` between chunks and the same hard limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
 import orjson
 
 from gateway.backends.base import Attempt, Reply
+from gateway.backends.stream import ErrorEvent, NotEventStream, UpstreamStream, hold
 from gateway.config import schema
 from gateway.errors import (
+    ContentFiltered,
     ContextLengthExceeded,
     UpstreamAuthFailed,
     UpstreamConnectError,
@@ -32,26 +41,39 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 
+# Lower-cased fragments of a context-window error's message or code: OpenAI ("This model's maximum
+# context length is ...", code context_length_exceeded), vLLM ("... maximum context length ...",
+# "Input prompt (N tokens) is too long and exceeds limit of M"), litellm ("ContextWindowExceededError"),
+# Anthropic through compatible servers ("prompt is too long").
 _CONTEXT_MARKERS = (
     "context_length_exceeded",
     "maximum context length",
     "context window",
+    "contextwindowexceedederror",
+    "context_window_exceeded",
     "maximum model length",
     "prompt is too long",
+    "is too long and exceeds limit",
     "too many tokens",
 )
+# Azure OpenAI (code content_filter), OpenAI (content_policy_violation), litellm (ContentPolicyViolationError).
+_FILTER_MARKERS = ("content_filter", "content_policy_violation", "contentpolicyviolationerror",
+                   "content management policy")
 
 
 class OpenAIBackend:
-    """An OpenAI-compatible server at one or more base URLs (replicas are taken in turn)."""
+    """An OpenAI-compatible server at one or more base URLs (replicas)."""
 
     def __init__(self, name: str, spec: schema.OpenAIBackend | schema.VllmBackend) -> None:
         self.name = name
         self.spec = spec
-        urls = spec.urls if isinstance(spec, schema.VllmBackend) else [spec.url]
-        self._urls = itertools.cycle(urls)
-        self._single = urls[0] if len(urls) == 1 else None
-        self._timeout = aiohttp.ClientTimeout(total=spec.timeouts.total_s, sock_connect=spec.timeouts.connect_s)
+        self._urls = tuple(spec.urls if isinstance(spec, schema.VllmBackend) else [spec.url])
+        self.replicas = len(self._urls)
+        self._turn = itertools.cycle(range(self.replicas))
+        t = spec.timeouts
+        self._total_s, self._ttft_s, self._idle_s = t.total_s, t.ttft_s, t.idle_s
+        # Our own timers bound each attempt (total, first token, idle, deadline); aiohttp bounds the connect.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s)
         # Bodies are relayed as the bytes they are (auto_decompress=False), so ask for them uncompressed:
         # aiohttp would otherwise offer gzip, and OpenAI's servers take the offer.
         self._headers = {"content-type": "application/json", "accept-encoding": "identity", **spec.headers}
@@ -74,16 +96,30 @@ class OpenAIBackend:
             await self._session.close()
 
     def _url(self, attempt: Attempt) -> str:
-        return (self._single or next(self._urls)) + attempt.op.value
+        replica = attempt.replica if attempt.replica is not None else next(self._turn)
+        # A request that started before a reload may carry an index from the previous replica list.
+        return self._urls[replica % self.replicas] + attempt.op.value
+
+    def _limit(self, start: float, deadline: float | None) -> tuple[float, str]:
+        """The attempt's hard limit on the loop clock, and which setting it comes from."""
+        total = start + self._total_s
+        if deadline is not None and deadline < total:
+            return deadline, "deadline"
+        return total, "total"
 
     async def call(self, attempt: Attempt) -> Reply:
         assert self._session is not None, "backend used before start()"
         headers = {**self._headers, "x-request-id": attempt.request_id}
-        with self._translate(attempt):
-            async with self._session.post(self._url(attempt), data=attempt.body, headers=headers) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    raise self._classify(attempt, resp.status, body, resp.headers)
+        limit, phase = self._limit(asyncio.get_running_loop().time(), attempt.deadline)
+        try:
+            async with asyncio.timeout_at(limit):
+                with self._translate(attempt):
+                    async with self._session.post(self._url(attempt), data=attempt.body, headers=headers) as resp:
+                        body = await resp.read()
+                        if resp.status != 200:
+                            raise self._classify(attempt, resp.status, body, resp.headers)
+        except TimeoutError:  # only our timer's: aiohttp's own are translated inside
+            raise self._timed_out(attempt, phase) from None
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -91,43 +127,78 @@ class OpenAIBackend:
         if not isinstance(parsed, dict):
             msg = "upstream answered 200 with a body that is not a JSON object"
             raise UpstreamMalformed(msg, model=attempt.model.name, backend=self.name)
+        if "error" in parsed and "choices" not in parsed and "data" not in parsed:
+            raise self._classify_event(attempt, parsed, "in a 200 answer")  # some servers say 200 and mean 5xx
         return Reply(body, parsed)
 
-    async def stream(self, attempt: Attempt) -> _Stream:
+    async def stream(self, attempt: Attempt) -> UpstreamStream:
+        """Returns once the upstream has sent its first content; what fails before that is raised here."""
         assert self._session is not None, "backend used before start()"
         headers = {**self._headers, "x-request-id": attempt.request_id}
-        with self._translate(attempt):
-            resp = await self._session.post(self._url(attempt), data=attempt.body, headers=headers)
-            if resp.status != 200:
-                body = await resp.read()
-                resp.release()
-                raise self._classify(attempt, resp.status, body, resp.headers)
-        return _Stream(self, attempt, resp)
+        start = asyncio.get_running_loop().time()
+        hard, hard_phase = self._limit(start, attempt.deadline)
+        first, first_phase = (start + self._ttft_s, "first_token")
+        if hard <= first:
+            first, first_phase = hard, hard_phase
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            async with asyncio.timeout_at(first):
+                with self._translate(attempt):
+                    resp = await self._session.post(self._url(attempt), data=attempt.body, headers=headers)
+                    if resp.status != 200:
+                        body = await resp.read()
+                        raise self._classify(attempt, resp.status, body, resp.headers)
+                    held = await hold(resp.content)
+        except BaseException as exc:
+            if resp is not None:
+                resp.close()
+            if isinstance(exc, TimeoutError):
+                raise self._timed_out(attempt, first_phase) from None
+            raise
+        return UpstreamStream(resp, held, idle_s=self._idle_s, hard=hard, hard_phase=hard_phase,
+                              model=attempt.model.name, backend=self.name, translate=_translated)
+
+    async def probe(self, replica: int, path: str, timeout_s: float) -> bytes:
+        assert self._session is not None, "backend used before start()"
+        url = urljoin(self._urls[replica] + "/", path)
+        ids = {"model": "", "backend": self.name}
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._session.get(url, headers=self._headers) as resp:
+                    body = await resp.read()
+        except TimeoutError:
+            raise UpstreamTimeout(f"health check {url} got no answer within {timeout_s:g} s", **ids) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _translated(exc, "", self.name) from None
+        if resp.status >= 400:
+            raise UpstreamServerError(f"health check {url} answered {resp.status}", **ids)
+        return body
+
+    def _timed_out(self, attempt: Attempt, phase: str) -> UpstreamTimeout:
+        why = {
+            "first_token": f"upstream sent no content in time (timeouts.ttft_s: {self._ttft_s:g} s)",
+            "total": "upstream did not answer in time",  # within timeouts.total_s
+            "deadline": "the request's deadline ran out (reliability.deadline_ms)",
+        }[phase]
+        return UpstreamTimeout(why, model=attempt.model.name, backend=self.name, phase=phase)
 
     @contextmanager
     def _translate(self, attempt: Attempt) -> Iterator[None]:
-        """The one place where aiohttp's and asyncio's exceptions become the gateway's."""
-        ids = {"model": attempt.model.name, "backend": self.name}
+        """The one place where aiohttp's exceptions, and what is not SSE, become the gateway's."""
         try:
             yield
         except UpstreamError:
             raise
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise UpstreamTimeout("upstream did not answer in time", **ids) from None
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamConnectError(f"cannot connect to upstream: {exc.os_error.strerror or exc}", **ids) from None
-        except aiohttp.ServerDisconnectedError:
-            raise UpstreamConnectError("upstream closed the connection before answering", **ids) from None
-        except aiohttp.ClientPayloadError:
-            raise UpstreamMalformed("upstream sent a truncated or invalid body", **ids) from None
-        except aiohttp.ClientResponseError as exc:
-            raise UpstreamMalformed(f"upstream sent an invalid HTTP response: {exc.message}", **ids) from None
+        except NotEventStream as exc:
+            raise UpstreamMalformed(str(exc), model=attempt.model.name, backend=self.name) from None
+        except ErrorEvent as exc:
+            raise self._classify_event(attempt, exc.obj) from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamConnectError(f"connection to upstream failed: {type(exc).__name__}", **ids) from None
+            raise _translated(exc, attempt.model.name, self.name) from None
 
     def _classify(self, attempt: Attempt, status: int, body: bytes, headers: Any) -> UpstreamError:
         ids = {"model": attempt.model.name, "backend": self.name}
-        detail = _error_message(body)
+        detail, code = _error_info(body)
         if status == 429:
             return UpstreamRateLimited(f"upstream is rate limiting: {detail}", retry_after=_retry_after(headers), **ids)
         if status in (401, 403):
@@ -135,36 +206,51 @@ class OpenAIBackend:
             return UpstreamAuthFailed(f"upstream rejected the gateway's credentials with {status}{hint}", **ids)
         if status >= 500:
             return UpstreamServerError(f"upstream answered {status}: {detail}", **ids)
-        if status in (400, 413, 422) and any(m in detail.lower() for m in _CONTEXT_MARKERS):
+        said = f"{detail} {code}".lower()
+        if status in (400, 413, 422) and any(m in said for m in _CONTEXT_MARKERS):
             return ContextLengthExceeded(f"the request does not fit the model's context window: {detail}", **ids)
+        if 400 <= status < 500 and any(m in said for m in _FILTER_MARKERS):
+            return ContentFiltered(f"the provider's content filter refused the request: {detail}",
+                                   status=status, body=_as_envelope(body, detail), **ids)
         if 400 <= status < 500 and status != 404:
             return UpstreamRejected(f"upstream rejected the request with {status}: {detail}",
                                     status=status, body=_as_envelope(body, detail), **ids)
         # 404 (the upstream does not serve this model or path) and 1xx/3xx are the gateway's config's
-        # problem, not the client's: another model may serve it.
-        return UpstreamServerError(f"upstream answered {status}: {detail}", **ids)
+        # problem, not the client's: another model may serve it, but asking this one again will not help.
+        failure = UpstreamServerError(f"upstream answered {status}: {detail}", **ids)
+        failure.retryable = False
+        return failure
+
+    def _classify_event(self, attempt: Attempt, obj: dict[str, Any],
+                        where: str = "in the stream, before any content") -> UpstreamError:
+        """An error inside a 200: an error event before any content (vLLM and OpenAI send errors inside a
+        200 stream), or an error body with status 200. Its `code`, when a status, stands for the status."""
+        body = orjson.dumps(obj)
+        err = obj.get("error")
+        status = err.get("code") if isinstance(err, dict) else None
+        status = status if isinstance(status, int) and 400 <= status < 600 else 500
+        failure = self._classify(attempt, status, body, {})
+        failure.message = f"{where}: {failure.message}"
+        return failure
 
 
-class _Stream:
-    """An open upstream SSE response; yields raw chunks as they arrive, translating mid-stream failures."""
-
-    def __init__(self, backend: OpenAIBackend, attempt: Attempt, resp: aiohttp.ClientResponse) -> None:
-        self._backend = backend
-        self._attempt = attempt
-        self._resp = resp
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with self._backend._translate(self._attempt):
-            async for chunk in self._resp.content.iter_any():
-                yield chunk
-
-    async def aclose(self) -> None:
-        # Closing (not releasing) drops the connection, which is what cancels generation upstream
-        # when the stream did not finish.
-        if not self._resp.content.at_eof():
-            self._resp.close()
-        else:
-            self._resp.release()
+def _translated(exc: BaseException, model: str, backend: str) -> UpstreamError:
+    """aiohttp's and the OS's exceptions as the gateway's."""
+    ids = {"model": model, "backend": backend}
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamTimeout("upstream did not accept the connection in time (timeouts.connect_s)",
+                               phase="connect", **ids)
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout("upstream did not answer in time", **ids)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamConnectError(f"cannot connect to upstream: {exc.os_error.strerror or exc}", **ids)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return UpstreamConnectError("upstream closed the connection before answering", **ids)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamMalformed("upstream sent a truncated or invalid body", **ids)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamMalformed(f"upstream sent an invalid HTTP response: {exc.message}", **ids)
+    return UpstreamConnectError(f"connection to upstream failed: {type(exc).__name__}", **ids)
 
 
 def _read_key(env: str | None, path: os.PathLike[str] | None) -> str | None:
@@ -174,21 +260,22 @@ def _read_key(env: str | None, path: os.PathLike[str] | None) -> str | None:
     return os.environ.get(env) if env else None
 
 
-def _error_message(body: bytes) -> str:
-    """The upstream's own error message, shortened; OpenAI's, vLLM's and plain-text shapes."""
+def _error_info(body: bytes) -> tuple[str, str]:
+    """The upstream's own error message, shortened, and its code; OpenAI's, vLLM's, litellm's and plain text."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body[:200].decode("utf-8", "replace").strip() or "(empty body)"
+        return body[:200].decode("utf-8", "replace").strip() or "(empty body)", ""
     if isinstance(data, dict):
         err = data.get("error", data)
         if isinstance(err, dict):
+            code = err.get("code") or err.get("type") or ""
             msg = err.get("message") or err.get("detail") or err.get("code")
             if msg:
-                return str(msg)[:500]
+                return str(msg)[:500], str(code)
         elif isinstance(err, str):
-            return err[:500]
-    return body[:200].decode("utf-8", "replace")
+            return err[:500], ""
+    return body[:200].decode("utf-8", "replace"), ""
 
 
 def _as_envelope(body: bytes, message: str) -> bytes:

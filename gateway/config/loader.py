@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway.config import schema
-from gateway.config.table import DIRECT, ModelRoute, PolicyRoute, RoutingTable
+from gateway.config import costmap, schema
+from gateway.config.table import DIRECT, ChainSettings, ModelRoute, PolicyRoute, RoutingTable
 from gateway.errors import ConfigError
 
 Problems = list[tuple[str, str]]
@@ -48,9 +48,7 @@ def _parse_yaml(raw: bytes, source: str) -> tuple[yaml.Node | None, Any]:
     try:
         root = yaml.compose(raw, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(source, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+        raise _yaml_error(source, exc) from None
     if root is None:
         raise ConfigError(source, [("", "the file is empty; expected a mapping with backends, models, policies")])
     dupes = list(_duplicate_keys(root, ""))
@@ -59,11 +57,19 @@ def _parse_yaml(raw: bytes, source: str) -> tuple[yaml.Node | None, Any]:
     loader = yaml.SafeLoader("")
     try:
         data = loader.construct_document(root)
+    except yaml.YAMLError as exc:  # e.g. a mapping used as a key: `{{a: 1}}`
+        raise _yaml_error(source, exc) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(source, [("", "expected a mapping with backends, models, policies at the top")])
     return root, data
+
+
+def _yaml_error(source: str, exc: yaml.YAMLError) -> ConfigError:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return ConfigError(source, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")])
 
 
 def _duplicate_keys(node: yaml.Node, path: str) -> Any:
@@ -143,16 +149,7 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         if m.backend not in cfg.backends:
             problems.append((_at(root, ("models", name, "backend")), _unknown("backend", m.backend, cfg.backends)))
             continue
-        models[name] = ModelRoute(
-            name=name,
-            backend=m.backend,
-            upstream_name=m.name or name,
-            context_window=m.context_window,
-            input_usd_per_token=m.price.input / 1e6 if m.price else None,
-            output_usd_per_token=m.price.output / 1e6 if m.price else None,
-            quality=MappingProxyType(dict(m.quality)),
-            latency=m.latency,
-        )
+        models[name] = _model_route(name, m, cfg.backends[m.backend], warnings)
 
     policies: list[PolicyRoute] = []
     seen: set[str] = set()
@@ -179,18 +176,11 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         if p.match.model is not None:
             pattern = re.compile("|".join(fnmatch.translate(g) for g in p.match.model))
             literal_names += [g for g in p.match.model if not any(c in g for c in "*?[")]
-        policies.append(PolicyRoute(
-            name=p.name,
-            model_pattern=pattern,
-            tasks=frozenset(p.match.task) if p.match.task is not None else None,
-            strategy=p.strategy,
-            candidates=refs["candidates"],
-            fallback=refs["fallback"],
-            require=p.require,
-        ))
+        policies.append(_policy_route(p, pattern, refs["candidates"], refs["fallback"]))
     if problems:
         raise ConfigError(source, problems)
     client_models = tuple(dict.fromkeys([*models, *literal_names]))
+    pin_keys = frozenset(cfg.pinning.allow_keys)
     return RoutingTable(
         config=cfg,
         models=MappingProxyType(models),
@@ -200,6 +190,80 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         version=version,
         loaded_at=time.time(),
         warnings=tuple(warnings),
+        pin_keys=pin_keys,
+        tasks=frozenset(t for p in cfg.policies for t in (p.match.task or ()))
+        | frozenset(t for m in cfg.models.values() for t in m.quality if t != "default"),
+    )
+
+
+def _policy_route(
+    p: schema.Policy, pattern: re.Pattern[str] | None, candidates: tuple[ModelRoute, ...],
+    fallback: tuple[ModelRoute, ...],
+) -> PolicyRoute:
+    weights: tuple[float, ...] = ()
+    if p.weights:
+        total = sum(p.weights.values())
+        weights = tuple(p.weights[c.name] / total for c in candidates)
+    r = p.require
+    needs_tokens = (
+        p.strategy in ("cheapest", "fastest", "cascade")
+        or any(v is not None for v in (r.max_cost_usd, r.p95_latency_ms, r.min_context))
+        or p.match.min_prompt_tokens is not None
+        or p.match.max_prompt_tokens is not None
+    )
+    cascade = p.cascade or (schema.Cascade() if p.strategy == "cascade" else None)
+    return PolicyRoute(
+        name=p.name,
+        model_pattern=pattern,
+        tasks=frozenset(p.match.task) if p.match.task is not None else None,
+        strategy=p.strategy,
+        candidates=candidates,
+        fallback=fallback,
+        require=p.require,
+        match=p.match,
+        keys=frozenset(p.match.key) if p.match.key is not None else None,
+        on_unmet=p.on_unmet,
+        weights=weights,
+        sticky=p.sticky,
+        cascade=cascade,
+        cascade_regex=re.compile(cascade.regex) if cascade is not None and cascade.regex else None,
+        needs_tokens=needs_tokens,
+        reliability=ChainSettings.of(p.reliability),
+    )
+
+
+def _model_route(name: str, m: schema.Model, backend: schema.Backend, warnings: list[str]) -> ModelRoute:
+    upstream = m.name or name
+    price_in = price_out = None
+    source = None
+    window = m.context_window
+    if m.price is not None:
+        price_in, price_out, source = m.price.input / 1e6, m.price.output / 1e6, "config"
+    elif m.hourly is not None:
+        per_s = m.hourly.usd_per_hour / 3600
+        price_out = per_s / m.hourly.tokens_per_s
+        price_in = per_s / (m.hourly.input_tokens_per_s or 10 * m.hourly.tokens_per_s)
+        source = "hourly"
+    if source is None or window is None:
+        provider = backend.provider if isinstance(backend, schema.LitellmBackend) else None
+        entry = costmap.lookup(upstream, provider) if not isinstance(backend, schema.VllmBackend) else None
+        if entry is not None:
+            if source is None and entry.input_usd_per_token is not None and entry.output_usd_per_token is not None:
+                price_in, price_out, source = entry.input_usd_per_token, entry.output_usd_per_token, "cost_map"
+            window = window if window is not None else entry.context_window
+        if source is None:
+            warnings.append(f"model '{name}': no price in the config or the cost map; cost-based routing ranks it last")
+    return ModelRoute(
+        name=name,
+        backend=m.backend,
+        upstream_name=upstream,
+        context_window=window,
+        input_usd_per_token=price_in,
+        output_usd_per_token=price_out,
+        quality=MappingProxyType(dict(m.quality)),
+        latency=m.latency,
+        price_source=source,
+        max_in_flight=m.max_in_flight,
     )
 
 

@@ -7,10 +7,11 @@ Every key here is documented in docs/configuration.md.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -30,6 +31,45 @@ def _http_url(value: str) -> str:
 class Timeouts(Strict):
     connect_s: PositiveFloat = 5.0
     total_s: PositiveFloat = 600.0
+    ttft_s: PositiveFloat = 60.0
+    """Streams: from sending the request to the upstream's first content (docs/reliability.md)."""
+    idle_s: PositiveFloat = 30.0
+    """Streams: the longest wait for the next chunk once content flows."""
+
+
+class Breaker(Strict):
+    """Circuit breakers for this backend: one per model and replica, plus one per replica that counts
+    only connection failures (passive outlier detection). See docs/reliability.md."""
+
+    enabled: bool = True
+    consecutive_failures: Annotated[int, Field(ge=1)] = 5
+    error_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    window_s: PositiveFloat = 30.0
+    min_requests: Annotated[int, Field(ge=1)] = 20
+    cooldown_s: PositiveFloat = 5.0
+    max_cooldown_s: PositiveFloat = 120.0
+
+    @model_validator(mode="after")
+    def _cooldowns(self) -> Breaker:
+        if self.max_cooldown_s < self.cooldown_s:
+            raise ValueError("max_cooldown_s must be at least cooldown_s")
+        return self
+
+
+class HealthCheck(Strict):
+    """Active health checks: GET `path` on every replica every `interval_s`."""
+
+    enabled: bool = True
+    path: str | None = None
+    """Resolved against the backend URL like a link: `models` is {url}/models, `/health` is the server's
+    /health. Default: `/health` for vllm, `models` for openai."""
+    interval_s: PositiveFloat = 10.0
+    timeout_s: PositiveFloat = 2.0
+    failures: Annotated[int, Field(ge=1)] = 2
+    """Consecutive failed checks that take a replica out; one passing check brings it back."""
+    max_waiting: Annotated[int, Field(ge=0)] | None = None
+    """vllm only: with each check, read `vllm:num_requests_waiting` from the replica's /metrics; while it
+    is above this, the replica takes no new requests (they spill over) instead of growing its queue."""
 
 
 class _HttpBackend(Strict):
@@ -38,6 +78,9 @@ class _HttpBackend(Strict):
     headers: dict[str, str] = {}
     timeouts: Timeouts = Timeouts()
     max_connections: Annotated[int, Field(ge=1, le=65536)] = 512
+    breaker: Breaker = Breaker()
+    health: HealthCheck | None = None
+    """Unset: on for vllm (path `/health`), off for openai."""
 
 
 class OpenAIBackend(_HttpBackend):
@@ -50,6 +93,13 @@ class OpenAIBackend(_HttpBackend):
     @classmethod
     def _url(cls, value: str) -> str:
         return _http_url(value)
+
+    @field_validator("health")
+    @classmethod
+    def _no_queue_signal(cls, value: HealthCheck | None) -> HealthCheck | None:
+        if value is not None and value.max_waiting is not None:
+            raise ValueError("max_waiting reads vLLM's own metrics: it applies to type vllm only")
+        return value
 
 
 class VllmBackend(_HttpBackend):
@@ -77,6 +127,7 @@ class LitellmBackend(Strict):
     url: str | None = None
     settings: dict[str, Any] = {}
     timeouts: Timeouts = Timeouts()
+    breaker: Breaker = Breaker()
 
     @field_validator("url")
     @classmethod
@@ -94,6 +145,18 @@ class Price(Strict):
     output: Annotated[float, Field(ge=0)]
 
 
+class Hourly(Strict):
+    """A self-hosted model's cost as rent: USD per hour at a sustained throughput.
+
+    Turned into a per-token price: usd_per_hour / 3600 / tokens_per_s for output tokens, and the same
+    over `input_tokens_per_s` (default ten times `tokens_per_s`: prefill is much faster than decode).
+    """
+
+    usd_per_hour: Annotated[float, Field(ge=0)]
+    tokens_per_s: PositiveFloat
+    input_tokens_per_s: PositiveFloat | None = None
+
+
 class Latency(Strict):
     """A prior for a model's speed, used until measurements replace it."""
 
@@ -106,8 +169,18 @@ class Model(Strict):
     name: Name | None = None
     context_window: Annotated[int, Field(ge=1)] | None = None
     price: Price | None = None
+    hourly: Hourly | None = None
     quality: dict[Name, Score] = {}
     latency: Latency | None = None
+    max_in_flight: Annotated[int, Field(ge=1)] | None = None
+    """Requests in flight to this model (per gateway process) beyond which new ones spill over to the
+    next model instead of queueing."""
+
+    @model_validator(mode="after")
+    def _one_cost(self) -> Model:
+        if self.price is not None and self.hourly is not None:
+            raise ValueError("give price or hourly, not both")
+        return self
 
 
 class Match(Strict):
@@ -115,8 +188,15 @@ class Match(Strict):
 
     model: list[str] | None = None
     task: list[Name] | None = None
+    key: list[Name] | None = None
+    """Client key names (from NANOROUTE_API_KEYS `name=key` entries) or key ids."""
+    has_tools: bool | None = None
+    json_mode: bool | None = None
+    stream: bool | None = None
+    min_prompt_tokens: Annotated[int, Field(ge=0)] | None = None
+    max_prompt_tokens: Annotated[int, Field(ge=0)] | None = None
 
-    @field_validator("model", "task", mode="before")
+    @field_validator("model", "task", "key", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
@@ -129,7 +209,52 @@ class Require(Strict):
     min_context: Annotated[int, Field(ge=1)] | None = None
 
 
-Strategy = Literal["ordered", "cheapest", "fastest"]
+Strategy = Literal["ordered", "weighted", "cheapest", "fastest", "cascade"]
+
+
+class Cascade(Strict):
+    """What makes an answer good enough to stop the cascade; a failed check escalates to the next model."""
+
+    check_json: bool = Field(True, alias="json")
+    """`json`: when the request asks for `response_format` json_object or json_schema, the answer must parse as JSON."""
+    refusal: bool = True
+    """Escalate an empty answer, a `refusal`, or one that opens with a stock refusal phrase."""
+    regex: str | None = None
+    """The answer must match this regular expression (searched, not anchored)."""
+    min_mean_logprob: Annotated[float, Field(le=0)] | None = None
+    """The mean token log-probability must reach this (the gateway asks the upstream for logprobs)."""
+    stream: Literal["buffer", "off"] = "buffer"
+    """Streams: `buffer` holds a cascading model's stream until it is checked; `off` streams the first model."""
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class Retries(Strict):
+    """Retries on the same model, for errors a retry may fix (docs/reliability.md)."""
+
+    max: Annotated[int, Field(ge=0, le=10)] = 0
+    backoff_ms: Annotated[float, Field(ge=0)] = 100.0
+    max_backoff_ms: Annotated[float, Field(ge=0)] = 2000.0
+    respect_retry_after_max_s: Annotated[float, Field(ge=0)] = 5.0
+    """A 429's Retry-After up to this long is waited out and retried; a longer one moves on at once."""
+
+
+class Reliability(Strict):
+    """How a policy's attempt chain behaves under failure (docs/reliability.md)."""
+
+    deadline_ms: PositiveFloat = 600_000.0
+    """One deadline for all attempts of a request together; a client's `timeout` may only shorten it."""
+    retries: Retries = Retries()
+    on_all_open: Literal["reject", "least_recently_failed"] = "reject"
+    """When every model is open: answer 503 with Retry-After at once, or try the least recently failed one."""
 
 
 class Policy(Strict):
@@ -139,9 +264,42 @@ class Policy(Strict):
     candidates: Annotated[list[Name], Field(min_length=1)]
     require: Require = Require()
     fallback: list[Name] = []
+    on_unmet: Literal["best_effort", "reject"] = "best_effort"
+    """When no candidate meets `require`: rank them all anyway, or answer 503."""
+    weights: dict[Name, Annotated[float, Field(gt=0)]] | None = None
+    """`weighted`: each candidate's share of traffic (relative)."""
+    sticky: Literal["none", "user", "key"] = "none"
+    """`weighted`: keep a client on one model, by the body's `user` or by client key."""
+    cascade: Cascade | None = None
+    """`cascade`: the checks; the defaults when omitted."""
+    reliability: Reliability = Reliability()
+
+    @model_validator(mode="after")
+    def _strategy_settings(self) -> Policy:
+        if self.strategy == "weighted":
+            if not self.weights:
+                raise ValueError("strategy 'weighted' needs weights: {model: weight} for its candidates")
+            missing = [c for c in self.candidates if c not in self.weights]
+            extra = [w for w in self.weights if w not in self.candidates]
+            if missing or extra:
+                raise ValueError(
+                    f"weights must name exactly the candidates (missing: {missing}, not candidates: {extra})")
+        elif self.weights is not None or self.sticky != "none":
+            raise ValueError("weights and sticky apply only to strategy 'weighted'")
+        if self.cascade is not None and self.strategy != "cascade":
+            raise ValueError("cascade settings apply only to strategy 'cascade'")
+        return self
+
+
+class Pinning(Strict):
+    """The `X-Nanoroute-Model` header pins a request to one catalog model, for these client keys only."""
+
+    allow_keys: list[str] = []
+    """Key names or ids; `*` allows every key (and, with no keys configured, every client)."""
 
 
 class Config(Strict):
     backends: Annotated[dict[Name, Backend], Field(min_length=1)]
     models: Annotated[dict[Name, Model], Field(min_length=1)]
     policies: list[Policy] = []
+    pinning: Pinning = Pinning()

@@ -29,11 +29,36 @@ class ModelRoute:
     output_usd_per_token: float | None
     quality: Mapping[str, float]
     latency: schema.Latency | None
+    price_source: str | None = None
+    """Where the price came from: `config`, `hourly`, `cost_map`, or None when unknown."""
+    max_in_flight: int | None = None
+    """Upstream requests in flight beyond which new ones spill over to the next model (None: no cap)."""
 
     def quality_for(self, task: str | None) -> float | None:
         if task is not None and task in self.quality:
             return self.quality[task]
         return self.quality.get("default")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSettings:
+    """A policy's `reliability` block, resolved to seconds for the attempt chain (docs/reliability.md)."""
+
+    deadline_s: float
+    retries: int
+    backoff_s: float
+    max_backoff_s: float
+    retry_after_max_s: float
+    least_recently_failed: bool
+
+    @classmethod
+    def of(cls, r: schema.Reliability) -> ChainSettings:
+        return cls(r.deadline_ms / 1000, r.retries.max, r.retries.backoff_ms / 1000, r.retries.max_backoff_ms / 1000,
+                   r.retries.respect_retry_after_max_s, r.on_all_open == "least_recently_failed")
+
+
+DEFAULT_CHAIN = ChainSettings.of(schema.Reliability())
+"""For requests that no policy routes (`direct`, pinned)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +70,17 @@ class PolicyRoute:
     candidates: tuple[ModelRoute, ...]
     fallback: tuple[ModelRoute, ...]
     require: schema.Require
-
-    def matches(self, model: str, task: str | None) -> bool:
-        if self.model_pattern is not None and self.model_pattern.fullmatch(model) is None:
-            return False
-        return self.tasks is None or task in self.tasks
+    match: schema.Match = field(default_factory=schema.Match)
+    keys: frozenset[str] | None = None
+    on_unmet: str = "best_effort"
+    weights: tuple[float, ...] = ()
+    """`weighted`: each candidate's share, normalised to sum to 1, in candidate order."""
+    sticky: str = "none"
+    cascade: schema.Cascade | None = None
+    cascade_regex: re.Pattern[str] | None = None
+    needs_tokens: bool = False
+    """Whether deciding needs the prompt's token count (cost, latency, context or size conditions)."""
+    reliability: ChainSettings = DEFAULT_CHAIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +94,7 @@ class RoutingTable:
     version: str
     loaded_at: float
     warnings: tuple[str, ...] = field(default=())
+    tasks: frozenset[str] = frozenset()
+    """Every task the config names (in matches and quality scores): the tasks worth learning about."""
+    pin_keys: frozenset[str] = frozenset()
+    """Client key names or ids that may pin a model with X-Nanoroute-Model; `*` for all."""

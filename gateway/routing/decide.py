@@ -1,20 +1,32 @@
-"""One function decides where a request goes: `decide(table, request) -> Decision`.
+"""One function decides where a request goes: `decide(table, req, signals) -> Decision`.
 
-First matching policy wins. Its strategy only ranks the candidates that meet the policy's
-constraints; this module turns that ranking into the attempt chain: the ranked candidates, then the
-policy's `fallback` list, each model once. A request that matches no policy and names a catalog model
-goes straight to it; anything else is `model_not_found`.
+1. A request that pins a model (X-Nanoroute-Model, for keys allowed to) goes to that model alone.
+2. Otherwise the first policy whose `match` holds wins. Every candidate is estimated and checked
+   against the policy's `require` constraints; the strategy ranks the ones that meet them (all of them,
+   `best_effort`, when none does and the policy allows it). The attempt chain is that ranking, then the
+   policy's `fallback` list, each model once.
+3. A request that matches no policy and names a catalog model goes straight to it (`direct`);
+   anything else is `model_not_found`.
+
+Strategies only rank; this module applies constraints and turns rankings into chains. `explain()`
+returns the same decision with every candidate's figures, for /admin/explain.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config.table import DIRECT, ModelRoute, PolicyRoute, RoutingTable
-from gateway.errors import ModelNotFound
-from gateway.routing.estimate import Estimate, estimate
+from gateway.errors import ModelNotFound, PermissionDenied, PolicyUnmet
+from gateway.routing.estimate import Estimate, estimate_with, output_tokens, prompt_tokens
 from gateway.routing.request import RoutedRequest
+from gateway.routing.signals import Signals
+
+# Constraint -> the reason code given when it is what kept the strategy's first choice out.
+QUALITY_FLOOR, LATENCY_SLO, COST_CAP, CONTEXT_WINDOW = "quality_floor", "latency_slo", "cost_cap", "context_window"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,60 +34,183 @@ class Decision:
     policy: str
     chain: tuple[ModelRoute, ...]
     reason: str
-    """A short fixed code: ordered, cheapest, fastest, direct, best_effort."""
+    """A short fixed code: ordered, weighted, cheapest, fastest, cascade, direct, pinned, best_effort,
+    or the constraint that kept the strategy's own first choice out (quality_floor, latency_slo,
+    cost_cap, context_window)."""
     candidates: tuple[ModelRoute, ...]
     """The policy's candidates: the most expensive one is the baseline that savings are counted against."""
+    route: PolicyRoute | None = None
+    """The matched policy (None for `direct` and pinned requests), for what the attempt chain needs of it."""
+    cascade_depth: int = 0
+    """`cascade`: how many models at the head of the chain have their answers checked before they count."""
 
 
-def decide(table: RoutingTable, req: RoutedRequest) -> Decision:
+@dataclass(slots=True)
+class Candidate:
+    """One candidate as the policy saw it: its estimate and the constraints it failed."""
+
+    estimate: Estimate
+    failed: tuple[str, ...]
+    quality: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Explained:
+    decision: Decision
+    candidates: tuple[Candidate, ...] = field(default=())
+    prompt_tokens: int | None = None
+
+
+def decide(table: RoutingTable, req: RoutedRequest, signals: Signals) -> Decision:
+    return explain(table, req, signals).decision
+
+
+def explain(table: RoutingTable, req: RoutedRequest, signals: Signals) -> Explained:
+    if req.pin is not None:
+        return Explained(_pinned(table, req))
     for policy in table.policies:
-        if policy.matches(req.model, req.task):
-            return _apply(policy, req)
+        if _matches(policy, req, signals):
+            return _apply(policy, req, signals)
     model = table.models.get(req.model)
     if model is None:
         raise ModelNotFound(req.model)
-    return Decision(DIRECT, (model,), DIRECT, (model,))
+    return Explained(Decision(DIRECT, (model,), DIRECT, (model,)))
 
 
-def _apply(policy: PolicyRoute, req: RoutedRequest) -> Decision:
-    estimates = [estimate(m, req) for m in policy.candidates]
-    eligible = [e for e in estimates if _meets(e, policy, req.task)]
-    if eligible:
-        ranked, reason = _STRATEGIES[policy.strategy](eligible), policy.strategy
-    else:
-        ranked, reason = _STRATEGIES[policy.strategy](estimates), "best_effort"
-    chain = dict.fromkeys([*(e.model for e in ranked), *policy.fallback])
-    return Decision(policy.name, tuple(chain), reason, policy.candidates)
+def _pinned(table: RoutingTable, req: RoutedRequest) -> Decision:
+    allowed = table.pin_keys
+    if "*" not in allowed and (req.key_id is None or req.key_id not in allowed):
+        raise PermissionDenied("This key may not pin a model with X-Nanoroute-Model", param="X-Nanoroute-Model")
+    model = table.models.get(req.pin or "")
+    if model is None:
+        raise ModelNotFound(req.pin or "")
+    return Decision("pinned", (model,), "pinned", (model,))
 
 
-def _meets(e: Estimate, policy: PolicyRoute, task: str | None) -> bool:
-    """Unknown figures (no price, no latency prior) do not fail a constraint; they rank last instead."""
-    req = policy.require
-    if req.min_quality is not None:
-        quality = e.model.quality_for(task)
-        if quality is None or quality < req.min_quality:
+def _matches(p: PolicyRoute, req: RoutedRequest, signals: Signals) -> bool:
+    m = p.match
+    if p.model_pattern is not None and p.model_pattern.fullmatch(req.model) is None:
+        return False
+    if p.tasks is not None and req.task not in p.tasks:
+        return False
+    if p.keys is not None and req.key_id not in p.keys:
+        return False
+    if m.has_tools is not None and m.has_tools != req.has_tools:
+        return False
+    if m.json_mode is not None and m.json_mode != req.json_mode:
+        return False
+    if m.stream is not None and m.stream != req.stream:
+        return False
+    if m.min_prompt_tokens is not None or m.max_prompt_tokens is not None:
+        n = prompt_tokens(req, signals)
+        if m.min_prompt_tokens is not None and n < m.min_prompt_tokens:
             return False
-    if req.min_context is not None and e.model.context_window is not None and e.model.context_window < req.min_context:
-        return False
-    if req.max_cost_usd is not None and e.cost_usd is not None and e.cost_usd > req.max_cost_usd:
-        return False
-    return not (req.p95_latency_ms is not None and e.latency_ms is not None and e.latency_ms > req.p95_latency_ms)
+        if m.max_prompt_tokens is not None and n > m.max_prompt_tokens:
+            return False
+    return True
 
 
-def _ordered(estimates: Sequence[Estimate]) -> list[Estimate]:
-    return list(estimates)
+def _apply(policy: PolicyRoute, req: RoutedRequest, signals: Signals) -> Explained:
+    pin = prompt_tokens(req, signals) if policy.needs_tokens else None
+    pout = output_tokens(req, policy.name, signals)
+    cands = tuple(_check(estimate_with(m, pin, pout, signals), policy, req) for m in policy.candidates)
+    eligible = [c for c in cands if not c.failed]
+    rank = _STRATEGIES[policy.strategy]
+    if eligible:
+        ranked = rank(policy, req, eligible)
+        reason = _reason(policy, req, cands, ranked[0])
+    elif policy.on_unmet == "reject":
+        detail = "; ".join(f"{c.estimate.model.name}: {', '.join(c.failed)}" for c in cands)
+        raise PolicyUnmet(f"No candidate of policy '{policy.name}' meets its requirements ({detail})")
+    else:
+        ranked, reason = rank(policy, req, cands), "best_effort"
+    chain = tuple(dict.fromkeys([*(c.estimate.model for c in ranked), *policy.fallback]))
+    depth = len(ranked) - 1 if policy.strategy == "cascade" else 0
+    decision = Decision(policy.name, chain, reason, policy.candidates, policy, depth)
+    return Explained(decision, cands, req.prompt_tokens)
 
 
-def _by(key: Callable[[Estimate], float | None]) -> Callable[[Sequence[Estimate]], list[Estimate]]:
-    def rank(estimates: Sequence[Estimate]) -> list[Estimate]:
-        # Stable sort: ties keep the policy's order; unknown figures go last.
-        return sorted(estimates, key=lambda e: (key(e) is None, key(e) or 0.0))
+def _check(e: Estimate, policy: PolicyRoute, req: RoutedRequest) -> Candidate:
+    """Unknown figures (no price, no latency, no window) do not fail a constraint; rankings put them last."""
+    r = policy.require
+    failed = []
+    quality = e.model.quality_for(req.task)
+    if r.min_quality is not None and (quality is None or quality < r.min_quality):
+        failed.append(QUALITY_FLOOR)
+    if r.p95_latency_ms is not None and e.latency_p95_ms is not None and e.latency_p95_ms > r.p95_latency_ms:
+        failed.append(LATENCY_SLO)
+    if r.max_cost_usd is not None and e.cost_usd is not None and e.cost_usd > r.max_cost_usd:
+        failed.append(COST_CAP)
+    window = e.model.context_window
+    if window is not None:
+        needed = max(r.min_context or 0, e.prompt_tokens + e.output_tokens if e.prompt_tokens is not None else 0)
+        if needed > window:
+            failed.append(CONTEXT_WINDOW)
+    return Candidate(e, tuple(failed), quality)
+
+
+def _reason(policy: PolicyRoute, req: RoutedRequest, cands: Sequence[Candidate], chosen: Candidate) -> str:
+    """The strategy's name, unless a constraint kept out the model it would have chosen without constraints."""
+    if policy.strategy in ("cheapest", "fastest"):
+        key = _cost if policy.strategy == "cheapest" else _latency
+        unconstrained = min(cands, key=lambda c: _unknown_last(key(c.estimate)))
+        if unconstrained is not chosen and unconstrained.failed:
+            return unconstrained.failed[0]
+    elif policy.strategy == "ordered" and cands[0] is not chosen and cands[0].failed:
+        return cands[0].failed[0]
+    return policy.strategy
+
+
+Rank = Callable[[PolicyRoute, RoutedRequest, Sequence[Candidate]], list[Candidate]]
+
+
+def _ordered(policy: PolicyRoute, req: RoutedRequest, cands: Sequence[Candidate]) -> list[Candidate]:
+    return list(cands)
+
+
+def _unknown_last(v: float | None) -> float:
+    return float("inf") if v is None else v
+
+
+def _cost(e: Estimate) -> float | None:
+    return e.cost_usd
+
+
+def _latency(e: Estimate) -> float | None:
+    return e.latency_ms
+
+
+def _by(key: Callable[[Estimate], float | None]) -> Rank:
+    def rank(policy: PolicyRoute, req: RoutedRequest, cands: Sequence[Candidate]) -> list[Candidate]:
+        # Stable: ties keep the policy's order; unknown figures go last.
+        return sorted(cands, key=lambda c: _unknown_last(key(c.estimate)))
 
     return rank
 
 
-_STRATEGIES: dict[str, Callable[[Sequence[Estimate]], list[Estimate]]] = {
+def _weighted(policy: PolicyRoute, req: RoutedRequest, cands: Sequence[Candidate]) -> list[Candidate]:
+    """One candidate drawn by weight (among those given), then the others in the policy's order."""
+    weight = dict(zip(policy.candidates, policy.weights, strict=True))
+    total = sum(weight[c.estimate.model] for c in cands)
+    sticky = req.user if policy.sticky == "user" else req.key_id if policy.sticky == "key" else None
+    point = _unit(f"{policy.name}\0{sticky}") if sticky is not None else random.random()
+    point *= total
+    for i, c in enumerate(cands):
+        point -= weight[c.estimate.model]
+        if point < 0:
+            return [c, *cands[:i], *cands[i + 1:]]
+    return list(cands)
+
+
+def _unit(key: str) -> float:
+    """A stable number in [0, 1) for a key: the same user or client key lands on the same model."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+_STRATEGIES: dict[str, Rank] = {
     "ordered": _ordered,
-    "cheapest": _by(lambda e: e.cost_usd),
-    "fastest": _by(lambda e: e.latency_ms),
+    "weighted": _weighted,
+    "cheapest": _by(_cost),
+    "fastest": _by(_latency),
+    "cascade": _by(_cost),
 }

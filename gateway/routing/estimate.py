@@ -1,8 +1,13 @@
-"""Expected tokens, cost and latency of one request on one model, from the catalog's figures.
+"""Expected tokens, cost and latency of one request on one model.
 
-Prompt tokens are approximated as one token per four bytes of the request body (OpenAI's rule of
-thumb for English text); expected output tokens are the request's `max_tokens` (or
-`max_completion_tokens`), else DEFAULT_OUTPUT_TOKENS.
+- Prompt tokens: `tokens.count` (tiktoken's cl100k_base where available, else characters / 4), once per
+  request and only when the matched policy needs it.
+- Output tokens: the request's `max_completion_tokens` / `max_tokens`; else the running average of
+  answers for the same policy and task; else DEFAULT_OUTPUT_TOKENS. (`max_tokens` is a ceiling, so
+  estimates from it are pessimistic, which is the safe side for cost caps and latency SLOs.)
+- Latency: time to first token plus output tokens times time per output token, from measurements
+  once the model has enough samples (p50 for ranking, p95 for `p95_latency_ms`), else from the
+  model's `latency` prior; unknown when neither exists.
 """
 
 from __future__ import annotations
@@ -10,42 +15,63 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.config.table import ModelRoute
+from gateway.routing import tokens
 from gateway.routing.request import RoutedRequest
+from gateway.routing.signals import MIN_SAMPLES, Signals
 
-BYTES_PER_TOKEN = 4
 DEFAULT_OUTPUT_TOKENS = 256
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Estimate:
     model: ModelRoute
-    prompt_tokens: int
+    prompt_tokens: int | None
     output_tokens: int
     cost_usd: float | None
     latency_ms: float | None
+    """Typical (p50) latency of this request on this model."""
+    latency_p95_ms: float | None
 
 
-def prompt_tokens(req: RoutedRequest) -> int:
-    return max(1, len(req.raw) // BYTES_PER_TOKEN)
+def prompt_tokens(req: RoutedRequest, signals: Signals) -> int:
+    if req.prompt_tokens is None:
+        req.prompt_tokens = tokens.count(req.body, signals.encoder)
+    return req.prompt_tokens
 
 
-def output_tokens(req: RoutedRequest) -> int:
+def output_tokens(req: RoutedRequest, policy: str, signals: Signals) -> int:
     for key in ("max_completion_tokens", "max_tokens"):
         value = req.body.get(key)
         if isinstance(value, int) and value > 0:
             return value
-    return DEFAULT_OUTPUT_TOKENS
+    learned = signals.expected_output_tokens(policy, req.task)
+    return round(learned) if learned is not None else DEFAULT_OUTPUT_TOKENS
 
 
-def estimate(model: ModelRoute, req: RoutedRequest) -> Estimate:
-    pin, pout = prompt_tokens(req), output_tokens(req)
-    cost = None
-    if model.input_usd_per_token is not None and model.output_usd_per_token is not None:
-        cost = pin * model.input_usd_per_token + pout * model.output_usd_per_token
-    latency = None
-    if model.latency is not None:
-        latency = model.latency.ttft_ms + 1000.0 * pout / model.latency.tokens_per_s
-    return Estimate(model, pin, pout, cost, latency)
+def estimate(model: ModelRoute, req: RoutedRequest, policy: str, signals: Signals, *, tokens_needed: bool) -> Estimate:
+    pin = prompt_tokens(req, signals) if tokens_needed else None
+    return estimate_with(model, pin, output_tokens(req, policy, signals), signals)
+
+
+def estimate_with(model: ModelRoute, pin: int | None, pout: int, signals: Signals) -> Estimate:
+    """The estimate for token counts already worked out (they are the same for every candidate)."""
+    cost = usage_cost(model, pin, pout) if pin is not None else None
+    p50, p95 = _latency(model, pout, signals)
+    return Estimate(model, pin, pout, cost, p50, p95)
+
+
+def _latency(model: ModelRoute, out: int, signals: Signals) -> tuple[float | None, float | None]:
+    speed = signals.speed(model.name)
+    prior = model.latency
+    if speed is not None and speed.tpot.p50 is not None and speed.tpot.count >= MIN_SAMPLES:
+        assert speed.tpot.p95 is not None
+        ttft50 = speed.ttft.p50 if speed.ttft.p50 is not None else (prior.ttft_ms / 1000 if prior else 0.0)
+        ttft95 = speed.ttft.p95 if speed.ttft.p95 is not None else ttft50
+        return 1000 * (ttft50 + out * speed.tpot.p50), 1000 * (ttft95 + out * speed.tpot.p95)
+    if prior is not None:
+        ms = prior.ttft_ms + 1000.0 * out / prior.tokens_per_s
+        return ms, ms
+    return None, None
 
 
 def usage_cost(model: ModelRoute, prompt: int, completion: int) -> float | None:

@@ -43,19 +43,39 @@ class RoutedRequest:
     add_usage: bool = False
     """A stream whose client did not ask for usage: ask the upstream for it (for metrics and cost)
     and strip it from what the client sees."""
+    pin: str | None = None
+    """The catalog model named by the X-Nanoroute-Model header, if any."""
+    prompt_tokens: int | None = None
+    """Filled in once, by the router, when a policy needs it."""
+
+    @property
+    def has_tools(self) -> bool:
+        return bool(self.body.get("tools") or self.body.get("functions"))
+
+    @property
+    def json_mode(self) -> bool:
+        fmt = self.body.get("response_format")
+        return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
+
+    @property
+    def user(self) -> str | None:
+        user = self.body.get("user")
+        return user if isinstance(user, str) and user else None
 
     def body_for(self, upstream_model: str) -> bytes:
         """The bytes to send upstream for a model; the client's own bytes when nothing changes."""
-        if upstream_model == self.model and not self.add_usage:
+        if upstream_model == self.model and not self.add_usage and "timeout" not in self.body:
             return self.raw
         body = {**self.body, "model": upstream_model}
         if self.add_usage:
             body["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
+        body.pop("timeout", None)  # the gateway's own field (a shorter deadline, docs/reliability.md)
         return orjson.dumps(body)
 
 
 def parse_request(
-    op: Operation, raw: bytes, *, task_header: str | None, key_id: str | None, request_id: str
+    op: Operation, raw: bytes, *, task_header: str | None, key_id: str | None, request_id: str,
+    pin: str | None = None,
 ) -> RoutedRequest:
     """Validate just what the gateway reads; every other field passes through as the client sent it."""
     try:
@@ -68,7 +88,7 @@ def parse_request(
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
     required = op.required
-    if required not in body:
+    if body.get(required) is None:
         raise InvalidRequest(f"'{required}' is a required property", param=required)
     if op is Operation.CHAT and not isinstance(body[required], list):
         raise InvalidRequest("'messages' must be an array", param="messages")
@@ -90,4 +110,4 @@ def parse_request(
         if options is not None and not isinstance(options, dict):
             raise InvalidRequest("'stream_options' must be an object", param="stream_options")
         add_usage = not (options or {}).get("include_usage")
-    return RoutedRequest(op, raw, body, model, stream, task or None, key_id, request_id, add_usage)
+    return RoutedRequest(op, raw, body, model, stream, task or None, key_id, request_id, add_usage, pin or None)

@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from tests.api.support import Client
 from tests.fakes.servers import Servers
 
 
@@ -34,39 +35,39 @@ def scrape(base: str) -> dict[str, float]:
     return samples
 
 
-def test_series_count_stays_flat_when_clients_send_unknown_names(servers: Servers) -> None:
+def test_series_count_stays_flat_when_clients_send_unknown_names(client: Client, servers: Servers) -> None:
     up = servers.upstream()
     base = servers.gateway(config(up.url))
-    client = openai.OpenAI(base_url=base, api_key="k", max_retries=0)
-    client.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}])
+    sdk = client(base, "k")
+    sdk.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}])
     for i in range(3):
         with pytest.raises(openai.NotFoundError):
-            client.chat.completions.create(
+            sdk.chat.completions.create(
                 model=f"unknown-{i}", messages=[], extra_headers={"X-Nanoroute-Task": f"t{i}"}
             )
     before = len(scrape(base))
     for i in range(200):
         with pytest.raises(openai.NotFoundError):
-            client.chat.completions.create(model=f"flood-{i}", messages=[], extra_headers={"X-Nanoroute-Task": f"x{i}"})
-        client.chat.completions.create(model="small", messages=[], extra_headers={"X-Nanoroute-Task": f"y{i}"})
+            sdk.chat.completions.create(model=f"flood-{i}", messages=[], extra_headers={"X-Nanoroute-Task": f"x{i}"})
+        sdk.chat.completions.create(model="small", messages=[], extra_headers={"X-Nanoroute-Task": f"y{i}"})
     after = scrape(base)
     assert len(after) == before
     assert after['nanoroute_requests_total{model="none",outcome="client_error",policy="none"}'] == 203
     assert not any("flood" in k or "unknown-" in k or "x1" in k for k in after)
 
 
-def test_tokens_and_cost_are_counted_for_json_and_streams(servers: Servers) -> None:
+def test_tokens_and_cost_are_counted_for_json_and_streams(client: Client, servers: Servers) -> None:
     up = servers.upstream(chunks=4)
     base = servers.gateway(config(up.url))
-    client = openai.OpenAI(base_url=base, api_key="k", max_retries=0)
+    sdk = client(base, "k")
     task = {"X-Nanoroute-Task": "support"}
-    client.chat.completions.create(model="any", messages=[{"role": "user", "content": "a"}], extra_headers=task)
-    chunks = list(client.chat.completions.create(model="any", messages=[{"role": "user", "content": "a"}],
+    sdk.chat.completions.create(model="any", messages=[{"role": "user", "content": "a"}], extra_headers=task)
+    chunks = list(sdk.chat.completions.create(model="any", messages=[{"role": "user", "content": "a"}],
                                                  stream=True, extra_headers=task))
     # The client did not ask for usage: the gateway asked upstream for it and removed it again.
     assert up.seen[-1].body["stream_options"] == {"include_usage": True}
     assert all(c.usage is None for c in chunks)
-    chunks = list(client.chat.completions.create(model="any", messages=[{"role": "user", "content": "a"}],
+    chunks = list(sdk.chat.completions.create(model="any", messages=[{"role": "user", "content": "a"}],
                                                  stream=True, stream_options={"include_usage": True},
                                                  extra_headers=task))
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
@@ -83,13 +84,13 @@ def test_tokens_and_cost_are_counted_for_json_and_streams(servers: Servers) -> N
 
 
 def test_access_log_has_one_json_line_per_request_without_prompt_or_key(
-    servers: Servers, caplog: pytest.LogCaptureFixture
+    client: Client, servers: Servers, caplog: pytest.LogCaptureFixture
 ) -> None:
     up = servers.upstream()
     base = servers.gateway(config(up.url), api_keys="secret-key-1")
-    client = openai.OpenAI(base_url=base, api_key="secret-key-1", max_retries=0)
+    sdk = client(base, "secret-key-1")
     with caplog.at_level(logging.INFO, logger="nanoroute.access"):
-        client.chat.completions.create(model="small", messages=[{"role": "user", "content": "my private prompt"}],
+        sdk.chat.completions.create(model="small", messages=[{"role": "user", "content": "my private prompt"}],
                                        extra_headers={"X-Request-Id": "req-42"})
     lines = [r.getMessage() for r in caplog.records if r.name == "nanoroute.access"]
     assert len(lines) == 1

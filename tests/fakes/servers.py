@@ -9,6 +9,7 @@ import asyncio
 import socket
 import threading
 from collections.abc import Coroutine
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from gateway.app import Gateway, create_app
 from gateway.settings import Settings
+from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.upstream import FakeUpstream
 
 T = TypeVar("T")
@@ -29,18 +31,30 @@ def free_port() -> int:
 
 
 class LoopThread:
-    """An asyncio event loop in a daemon thread; `run(coro)` executes a coroutine there and waits."""
+    """An asyncio event loop in a daemon thread; `run(coro)` executes a coroutine there and waits.
+
+    `submit(coro)` starts one without waiting; `stop()` waits for every submitted one (and raises the
+    first failure) before it stops the loop.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
+        self._submitted: list[Future[Any]] = []
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._submitted.append(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        try:
+            for future in self._submitted:
+                future.result(30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         self.loop.close()
 
@@ -60,6 +74,21 @@ class Servers:
         async def start() -> None:
             # handler_cancellation: a handler whose client went away is cancelled, as in a real server,
             # so `FakeUpstream.cancelled` counts requests the gateway abandoned.
+            runner = web.AppRunner(fake.app(), handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            fake.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self._runners.append(runner)
+
+        self.loop.run(start())
+        return fake
+
+    def anthropic(self, **kwargs: Any) -> FakeAnthropic:
+        """A fake Anthropic Messages API; its `url` is the API base (without /v1)."""
+        fake = FakeAnthropic(**kwargs)
+
+        async def start() -> None:
             runner = web.AppRunner(fake.app(), handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -97,11 +126,15 @@ class Servers:
         return app
 
     def close(self) -> None:
+        """Stop every server, in the background: uvicorn's graceful shutdown polls (about 0.2 s), and a
+        test need not wait for it. The loop thread waits for all of them before it stops."""
+        gateways, runners = list(self._gateways), list(self._runners)
+
         async def stop() -> None:
-            for server, task in self._gateways:
+            for server, _ in gateways:
                 server.should_exit = True
-                await asyncio.wait_for(task, 10)
-            for runner in self._runners:
+            await asyncio.wait_for(asyncio.gather(*(task for _, task in gateways)), 10)
+            for runner in runners:
                 await runner.cleanup()
 
-        self.loop.run(stop())
+        self.loop.submit(stop())

@@ -11,6 +11,18 @@ Set `behaviour` to choose what the next requests get:
     reset         close the connection without answering
     cut           stream: send one chunk, then close the connection
     garbage       200 with a body that is not JSON (stream: a line that is not SSE)
+    bad_json      200 with JSON cut short (stream: an event whose data is not JSON)
+    stall_role    stream: send a role-only first chunk (as vLLM does), then nothing
+    error_event   stream: 200, then an error event (`data: {"error": ...}`) before any content
+    slow_chunks   stream: wait `chunk_delay_s` before each chunk after the first
+
+`switch_after` / `switch_to`: requests after the first `switch_after` get `switch_to` instead, so an
+upstream can start failing halfway through a test. `retry_after` is the 429's Retry-After header (None:
+no header). GET /health answers `health_status` (200 by default) and counts in `health_checks`; GET
+/metrics says `waiting` requests are queued, as vLLM's `vllm:num_requests_waiting`.
+
+With `delay_s` set, every request waits that long before it is answered (whatever the behaviour): a
+slow upstream, for requests that must still be in flight while something else happens.
 
 With `compress` set, answers are gzip- or deflate-compressed whenever the request's Accept-Encoding
 allows it, as OpenAI's servers do.
@@ -43,6 +55,14 @@ class FakeUpstream:
     chunks: int = 3
     answer: str = "Hello from the fake upstream."
     compress: bool = False
+    delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
+    retry_after: str | None = "1"
+    switch_after: int | None = None
+    switch_to: str = "ok"
+    health_status: int = 200
+    health_checks: int = 0
+    waiting: int = 0
     error_body: dict[str, Any] | None = None
     """For `status:N`: the JSON body to answer with instead of an OpenAI envelope (e.g. vLLM's shape)."""
     seen: list[Seen] = field(default_factory=list)
@@ -59,7 +79,18 @@ class FakeUpstream:
         for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
             app.router.add_post(path, self._handle)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
         return app
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        text = ("# TYPE vllm:num_requests_waiting gauge\n"
+                f'vllm:num_requests_waiting{{model_name="{self.name}"}} {float(self.waiting)}\n')
+        return web.Response(text=text)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        self.health_checks += 1
+        return web.Response(status=self.health_status)
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.name, "object": "model"}]})
@@ -79,9 +110,13 @@ class FakeUpstream:
 
     async def _answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         mode = self.behaviour
+        if self.switch_after is not None and len(self.seen) > self.switch_after:
+            mode = self.switch_to
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if mode.startswith("status:"):
             status = int(mode.split(":")[1])
-            headers = {"Retry-After": "1"} if status == 429 else {}
+            headers = {"Retry-After": self.retry_after} if status == 429 and self.retry_after is not None else {}
             err = self.error_body or {
                 "error": {"message": f"fake {status}", "type": "server_error", "param": None, "code": None}}
             return web.json_response(err, status=status, headers=headers)
@@ -100,6 +135,8 @@ class FakeUpstream:
             return await self._stream(request, body, mode)
         if mode == "garbage":
             return web.Response(body=b"<html>not json</html>", content_type="application/json")
+        if mode == "bad_json":
+            return web.Response(body=b'{"id": "cmpl-1", "choices": [', content_type="application/json")
         resp = web.json_response(self._completion(request.path, body))
         if self.compress:
             resp.enable_compression()
@@ -131,11 +168,28 @@ class FakeUpstream:
             await resp.write(b"this is not server-sent events\n\n")
             await resp.write_eof()
             return resp
+        if mode == "bad_json":
+            await resp.write(b"data: {not json\n\n")
+            await resp.write_eof()
+            return resp
+        if mode == "error_event":
+            err = {"error": {"message": "engine died", "type": "InternalServerError", "param": None, "code": 500}}
+            await resp.write(b"data: " + json.dumps(err).encode() + b"\n\n")
+            await resp.write_eof()
+            return resp
+        if mode == "stall_role":
+            role = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                    "model": body["model"],
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+            await resp.write(b"data: " + json.dumps(role).encode() + b"\n\n")
+            await asyncio.sleep(3600)
         created = int(time.time())
         for i in range(self.chunks):
             delta = {"content": f"tok{i} "} if i else {"role": "assistant", "content": "tok0 "}
             chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
                      "model": body["model"], "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            if i and mode == "slow_chunks":
+                await asyncio.sleep(self.chunk_delay_s)
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             if i == 0 and mode == "stall_mid":
                 await asyncio.sleep(3600)

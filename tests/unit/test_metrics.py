@@ -68,8 +68,9 @@ def test_when_every_attempt_fails_the_last_fallback_goes_nowhere() -> None:
 
 def test_config_info_marks_only_the_served_version() -> None:
     m = Metrics(CollectorRegistry())
-    m.config_loaded("aaa", ["cheap"], reload=False)
-    m.config_loaded("bbb", ["cheap"], reload=True)
+    m.config_loaded("aaa", ["cheap"])
+    m.config_loaded("bbb", ["cheap"])
+    m.reloads_result("success")
     assert value(m, "nanoroute_config_info", version="aaa") == 0
     assert value(m, "nanoroute_config_info", version="bbb") == 1
     assert value(m, "nanoroute_config_reloads_total", result="success") == 1

@@ -59,3 +59,11 @@ def test_bytes_that_are_not_sse_are_never_held_for_long() -> None:
     tap = UsageTap(strip_usage=True)
     blob = b"x" * (2 << 20)
     assert tap.feed(blob) == blob
+
+
+def test_crlf_separated_events_are_relayed_and_usage_stripped() -> None:
+    chunk, usage, done = (e.replace(b"\n\n", b"\r\n\r\n") for e in (CHUNK, USAGE, DONE))
+    tap = UsageTap(strip_usage=True)
+    assert tap.feed(chunk) == chunk  # not held back
+    assert relay(tap, [usage[:9], usage[9:] + done]) == done
+    assert tap.usage is not None and tap.usage["prompt_tokens"] == 7

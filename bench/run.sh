@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The gateway-overhead benchmark: Nanoroute (one worker pinned to CPU 1) against going direct to a fast
+# mock upstream, side by side with LiteLLM's proxy, with the shared peerbench harness.
+#
+#   bench/run.sh [nanoroute|nometrics|litellm|all] [extra run_peer.py args]
+#
+# nanoroute: metrics and access log on (the defaults); nometrics: both off (the cost of observability);
+# litellm: LiteLLM's proxy on the same mock (installed into bench/.venv-litellm on first use).
+# Results (JSON and logs) go to bench/results/; docs/performance.md records the figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+harness=${PEERBENCH:-$root/../shared/bench}
+py=$root/.venv/bin/python
+out=$root/bench/results
+mkdir -p "$out"
+[ -x "$py" ] || { echo "run scripts/test.sh (or pip install -e .) first: no .venv" >&2; exit 1; }
+command -v wrk >/dev/null || echo "note: wrk not installed (apt-get install wrk); using the Python load engine" >&2
+engine=$(command -v wrk >/dev/null && echo wrk || echo py)
+which=${1:-all}; shift || true
+common=(--concurrency 1,16,64 --modes nonstream,stream --duration 10 --warmup 5
+        --cpus-gateway 1 --cpus-load 0 --cpus-mock 0 --engine "$engine" --mock-python "$py")
+
+extra=("$@")
+
+run_nanoroute() {  # name, then KEY=VALUE settings for the gateway
+  local name=$1; shift
+  local envs=()
+  for kv in "$@"; do envs+=(--gateway-env "$kv"); done
+  "$py" "$harness/run_peer.py" --name "$name" "${common[@]}" "${envs[@]}" \
+    --gateway-config "$root/bench/nanoroute.yaml.tmpl" \
+    --gateway-cmd "$root/.venv/bin/nanoroute serve --config {config} --port {port}" \
+    --out "$out/$name.json" "${extra[@]}" 2>"$out/$name.log"
+}
+
+if [[ $which == nanoroute || $which == all ]]; then
+  run_nanoroute nanoroute NANOROUTE_ACCESS_LOG=true NANOROUTE_LOG_LEVEL=warning
+fi
+if [[ $which == nometrics || $which == all ]]; then
+  run_nanoroute nanoroute-nometrics NANOROUTE_METRICS=false NANOROUTE_ACCESS_LOG=false NANOROUTE_LOG_LEVEL=warning
+fi
+if [[ $which == litellm || $which == all ]]; then
+  venv=$root/bench/.venv-litellm
+  if [ ! -x "$venv/bin/litellm" ]; then
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q 'litellm[proxy]'
+  fi
+  key=$(cat "$harness/gateways/litellm/master_key.txt")
+  LITELLM_VENV=$venv "$py" "$harness/run_peer.py" --name litellm "${common[@]}" \
+    --gateway-config "$harness/gateways/litellm/config.yaml.tmpl" -H "Authorization: Bearer $key" \
+    --gateway-cmd "$harness/gateways/litellm/run.sh {config} {port}" \
+    --out "$out/litellm.json" "${extra[@]}" 2>"$out/litellm.log"
+fi
+"$py" "$harness/summarize.py" "$out"/*.json

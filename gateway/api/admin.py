@@ -1,0 +1,104 @@
+"""`/admin/...`: the active config, reloads, and route explanations. Needs NANOROUTE_ADMIN_KEY."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from gateway.api.deps import admin, gateway
+from gateway.config.table import ModelRoute
+from gateway.errors import ConfigError
+from gateway.routing.decide import Candidate, explain
+from gateway.routing.request import Operation, parse_request
+
+router = APIRouter(prefix="/admin", dependencies=[Depends(admin)])
+
+
+@router.get("/config")
+async def config(request: Request) -> dict[str, Any]:
+    gw = gateway(request)
+    table = gw.state.table
+    err = gw.reloader.last_error
+    return {
+        "source": table.source,
+        "version": table.version,
+        "loaded_at": table.loaded_at,
+        "warnings": list(table.warnings),
+        "backends": sorted(table.config.backends),
+        "models": {name: _model(m) for name, m in table.models.items()},
+        "policies": [{"name": p.name, "strategy": p.strategy, "candidates": [m.name for m in p.candidates],
+                      "fallback": [m.name for m in p.fallback]} for p in table.policies],
+        "last_error": None if err is None else {
+            "source": err.source, "version": err.version, "at": err.at,
+            "problems": [{"path": path, "problem": why} for path, why in err.problems],
+        },
+    }
+
+
+@router.post("/reload", response_model=None)
+async def reload(request: Request) -> dict[str, Any] | JSONResponse:
+    gw = gateway(request)
+    try:
+        table = await gw.reloader.reload("POST /admin/reload")
+    except ConfigError as exc:
+        problems = [{"path": path, "problem": why} for path, why in exc.problems]
+        body = {"error": {"message": exc.message, "type": "invalid_request_error", "param": None,
+                          "code": "invalid_config"}, "problems": problems, "version": gw.state.table.version}
+        return JSONResponse(body, status_code=422)
+    return {"reloaded": table is not None, "version": gw.state.table.version}
+
+
+@router.post("/explain")
+async def explain_route(request: Request) -> dict[str, Any]:
+    """Where a chat request would go and why, without calling any upstream."""
+    gw = gateway(request)
+    key = request.headers.get("authorization")
+    key_id = gw.state.auth.key_id_of(key.encode("latin-1")) if key else None
+    req = parse_request(
+        Operation.CHAT, await request.body(), task_header=request.headers.get("x-nanoroute-task"),
+        key_id=request.headers.get("x-nanoroute-key") or key_id, request_id="explain",
+        pin=request.headers.get("x-nanoroute-model"),
+    )
+    out = explain(gw.state.table, req, gw.signals)
+    d = out.decision
+    return {
+        "policy": d.policy,
+        "reason": d.reason,
+        "strategy": d.route.strategy if d.route else None,
+        "task": req.task,
+        "prompt_tokens": out.prompt_tokens,
+        "require": d.route.require.model_dump(exclude_none=True) if d.route else {},
+        "candidates": [_candidate(c) for c in out.candidates],
+        "choice": d.chain[0].name,
+        "chain": [m.name for m in d.chain],
+    }
+
+
+def _candidate(c: Candidate) -> dict[str, Any]:
+    e = c.estimate
+    return {
+        "model": e.model.name,
+        "eligible": not c.failed,
+        "failed": list(c.failed),
+        "quality": c.quality,
+        "expected_cost_usd": e.cost_usd,
+        "expected_latency_ms": e.latency_ms,
+        "expected_latency_p95_ms": e.latency_p95_ms,
+        "expected_output_tokens": e.output_tokens,
+        "context_window": e.model.context_window,
+    }
+
+
+def _model(m: ModelRoute) -> dict[str, Any]:
+    per_m = 1e6
+    return {
+        "backend": m.backend,
+        "upstream_name": m.upstream_name,
+        "context_window": m.context_window,
+        "price_per_1m": None if m.input_usd_per_token is None or m.output_usd_per_token is None else {
+            "input": m.input_usd_per_token * per_m, "output": m.output_usd_per_token * per_m},
+        "price_source": m.price_source,
+        "quality": dict(m.quality),
+    }

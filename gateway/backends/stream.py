@@ -1,0 +1,194 @@
+"""Reading an upstream's server-sent events: hold them until the first content, then relay with bounded waits.
+
+`hold()` reads until the first event that carries content (a token, a tool call, a finish reason, the
+end), so that a stream which fails before it (a stall, a cut, an error event, bytes that are not SSE)
+fails inside `Backend.stream()`, where another model can still answer without the client noticing. A
+role-only first chunk, as vLLM sends, is not content: a stall right after it still falls back.
+
+`UpstreamStream` then yields what was held and every later chunk as it arrives. One timer per stream
+bounds it: the idle time while waiting on the upstream (not while the client is slow to take bytes)
+and the attempt's hard limit (the backend's total, or the request's deadline). The timer is re-armed
+at most once per idle period rather than per chunk, so a chunk costs a clock read and two stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.errors import UpstreamError, UpstreamTimeout
+
+MAX_HOLD = 1 << 20
+"""Bytes read without any complete event before the stream is declared not to be SSE."""
+
+_CONTENT_KEYS = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "reasoning")
+_IGNORED_FIELDS = (b"event", b"id", b"retry")
+
+
+class NotEventStream(Exception):
+    """What the upstream sent is not OpenAI's SSE; translated into UpstreamMalformed by the caller."""
+
+
+class ErrorEvent(Exception):
+    """The upstream sent `data: {"error": ...}` before any content; `obj` is that event's JSON."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        super().__init__("error event")
+        self.obj = obj
+
+
+async def hold(content: aiohttp.StreamReader) -> bytes:
+    """Read until the first event with content; return every byte read so far (relayed later, as is)."""
+    buf = b""
+    scanned = 0
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            raise NotEventStream("the upstream ended the stream before sending any content")
+        buf += chunk
+        while True:
+            end, sep = _event_end(buf, scanned)
+            if end < 0:
+                break
+            if has_content(buf[scanned:end]):
+                return buf
+            scanned = end + sep
+        if len(buf) - scanned > MAX_HOLD:
+            raise NotEventStream(f"no complete event in the first {MAX_HOLD} bytes")
+
+
+def _event_end(buf: bytes, start: int) -> tuple[int, int]:
+    lf = buf.find(b"\n\n", start)
+    crlf = buf.find(b"\r\n\r\n", start)
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf, 4
+    return lf, 2
+
+
+def has_content(event: bytes) -> bool:
+    """Whether one event (without its blank line) carries content; raises for what is not OpenAI's SSE."""
+    data: list[bytes] = []
+    for line in event.splitlines():
+        if not line or line.startswith(b":"):
+            continue
+        name, _, value = line.partition(b":")
+        if name == b"data":
+            data.append(value[1:] if value.startswith(b" ") else value)
+        elif name not in _IGNORED_FIELDS:
+            raise NotEventStream(f"the upstream sent a line that is not server-sent events: {line[:80]!r}")
+    if not data:
+        return False
+    payload = b"\n".join(data)
+    if payload.strip() == b"[DONE]":
+        return True
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise NotEventStream(f"the upstream sent an event whose data is not JSON: {payload[:80]!r}") from None
+    if not isinstance(obj, dict):
+        raise NotEventStream("the upstream sent an event whose data is not a JSON object")
+    if "error" in obj:
+        raise ErrorEvent(obj)
+    choices = obj.get("choices")
+    if not choices:
+        return "usage" in obj  # a usage-only chunk comes last
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("finish_reason") is not None or choice.get("text"):
+            return True
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and any(delta.get(k) for k in _CONTENT_KEYS):
+            return True
+    return False
+
+
+class UpstreamStream:
+    """An upstream stream after its first content: iterate its raw bytes, then `aclose()`."""
+
+    __slots__ = ("_backend", "_content", "_expired", "_hard", "_hard_phase", "_held", "_idle", "_loop",
+                 "_model", "_resp", "_timer", "_translate", "_waiting")
+
+    def __init__(self, resp: aiohttp.ClientResponse, held: bytes, *, idle_s: float, hard: float, hard_phase: str,
+                 model: str, backend: str, translate: Callable[[BaseException, str, str], UpstreamError]) -> None:
+        self._resp = resp
+        self._content = resp.content
+        self._held = held
+        self._idle = idle_s
+        self._hard, self._hard_phase = hard, hard_phase
+        self._model, self._backend = model, backend
+        self._translate = translate
+        self._loop = asyncio.get_running_loop()
+        self._waiting = 0.0
+        """When the current read began (loop clock); 0 while no read is pending."""
+        self._expired: UpstreamTimeout | None = None
+        now = self._loop.time()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_at(min(hard, now + idle_s), self._check)
+
+    def __aiter__(self) -> UpstreamStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        held = self._held
+        if held:
+            self._held = b""
+            return held
+        if self._expired is not None:
+            raise self._expired
+        self._waiting = self._loop.time()
+        try:
+            chunk = await self._content.readany()
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise (self._expired or self._translate(exc, self._model, self._backend)) from None
+        finally:
+            self._waiting = 0.0
+        if chunk:
+            return chunk
+        if self._expired is not None:
+            raise self._expired
+        self._stop_timer()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self._stop_timer()
+        # Closing (not releasing) drops the connection, which is what cancels generation upstream
+        # when the stream did not finish.
+        if self._content.at_eof():
+            self._resp.release()
+        else:
+            self._resp.close()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if now >= self._hard:
+            self._expire(self._hard_phase)
+            return
+        waiting = self._waiting
+        if waiting and now - waiting >= self._idle:
+            self._expire("idle")
+            return
+        self._timer = self._loop.call_at(min(self._hard, (waiting or now) + self._idle), self._check)
+
+    def _expire(self, phase: str) -> None:
+        self._timer = None
+        if phase == "idle":
+            why = f"upstream stalled in the middle of the stream (timeouts.idle_s: {self._idle:g} s)"
+        elif phase == "deadline":
+            why = "the request's deadline ran out during the stream (reliability.deadline_ms)"
+        else:
+            why = "upstream did not finish the stream in time (timeouts.total_s)"
+        self._expired = UpstreamTimeout(why, model=self._model, backend=self._backend, phase=phase)
+        # Wakes a pending read with the timeout, and drops the connection so the upstream stops generating.
+        self._content.set_exception(self._expired)
+        self._resp.close()

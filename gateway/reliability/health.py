@@ -1,0 +1,321 @@
+"""Which model replicas may take a request now: circuit breakers, passive outlier detection, active checks.
+
+State is per app instance (`Gateway.health`), built from the routing table and kept across reloads for
+what did not change. For each backend replica (one base URL):
+
+- a **replica breaker** that counts only connection failures (refused, reset, connect timeout): passive
+  outlier detection, which takes a dead server out for all its models after a few failures in all;
+- an **active health check** (`health:` on the backend): GET `path` every `interval_s`; `failures`
+  failed checks in a row take the replica out until one passes. For vLLM with `max_waiting`, each check
+  also reads the replica's queue (`vllm:num_requests_waiting` on /metrics): while it is over that, the
+  replica is *saturated* and new requests spill over rather than queue.
+
+And for each model on each replica, a **slot** with its own breaker counting every error that says the
+model is unwell (`UpstreamError.unhealthy`). `ModelHealth.pick()` takes the model's slots in turn and
+returns the first whose replica is in and whose two breakers let a request through; None when every
+one is out, which the chain reports as `CircuitOpen`. `nanoroute_circuit_open{model}` is 1 while no
+slot of the model is fully closed; `nanoroute_replica_up{backend,replica}` is 0 while a replica is out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+
+from prometheus_client import Gauge
+
+from gateway.backends.base import Backend
+from gateway.config import schema
+from gateway.config.table import RoutingTable
+from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from gateway.reliability.breaker import CLOSED, Breaker
+
+log = logging.getLogger("nanoroute")
+
+WAITING = "vllm:num_requests_waiting"
+
+
+def health_check(spec: schema.Backend) -> schema.HealthCheck | None:
+    """The backend's active health check with its defaults resolved; None when off."""
+    if isinstance(spec, schema.LitellmBackend):
+        return None
+    vllm = isinstance(spec, schema.VllmBackend)
+    check = spec.health if spec.health is not None else (schema.HealthCheck() if vllm else None)
+    if check is None or not check.enabled:
+        return None
+    return check if check.path is not None else check.model_copy(update={"path": "/health" if vllm else "models"})
+
+
+def replica_urls(spec: schema.Backend) -> list[str]:
+    if isinstance(spec, schema.VllmBackend):
+        return list(spec.urls)
+    if isinstance(spec, schema.OpenAIBackend):
+        return [spec.url]
+    return [f"litellm:{spec.provider}"]
+
+
+def _host_failure(err: UpstreamError) -> bool:
+    """The server itself did not take the connection: counts against the replica, for every model."""
+    return isinstance(err, UpstreamConnectError) or (isinstance(err, UpstreamTimeout) and err.phase == "connect")
+
+
+class Replica:
+    __slots__ = ("backend", "breaker", "check_failures", "down", "gauge", "index", "models", "saturated", "url")
+
+    def __init__(self, backend: str, index: int, url: str, cfg: schema.Breaker) -> None:
+        self.backend, self.index, self.url = backend, index, url
+        self.breaker = Breaker(cfg, self.changed)
+        self.down = False
+        """Taken out by the active health check."""
+        self.saturated = False
+        """Its queue is over `health.max_waiting` (vLLM)."""
+        self.check_failures = 0
+        self.models: list[ModelHealth] = []
+        self.gauge: Gauge | None = None
+
+    def changed(self) -> None:
+        for model in self.models:
+            model.refresh()
+        if self.gauge is not None:
+            self.gauge.labels(self.backend, str(self.index)).set(0 if self.out else 1)
+
+    @property
+    def out(self) -> bool:
+        return self.down or self.breaker.state != CLOSED
+
+
+class Slot:
+    """One model on one replica. Attempts report back: `succeeded`, `failed`, or `release(probes)`."""
+
+    __slots__ = ("breaker", "index", "model", "replica")
+
+    def __init__(self, model: ModelHealth, replica: Replica, cfg: schema.Breaker) -> None:
+        self.model, self.replica, self.index = model, replica, replica.index
+        self.breaker = Breaker(cfg, model.refresh)
+
+    def ready(self, now: float) -> bool:
+        r = self.replica
+        return not r.down and not r.saturated and r.breaker.ready(now) and self.breaker.ready(now)
+
+    def healthy(self, now: float) -> bool:
+        """Ready but for a full queue."""
+        r = self.replica
+        return not r.down and r.breaker.ready(now) and self.breaker.ready(now)
+
+    def acquire(self, now: float) -> int:
+        """Take the request through; the returned probe marks are handed back to `release` if it ends
+        without a verdict."""
+        return int(self.replica.breaker.acquire(now)) | (int(self.breaker.acquire(now)) << 1)
+
+    def release(self, probes: int) -> None:
+        if probes & 1:
+            self.replica.breaker.release()
+        if probes & 2:
+            self.breaker.release()
+
+    def succeeded(self, now: float) -> None:
+        self.replica.breaker.success(now)
+        self.breaker.success(now)
+
+    def failed(self, err: UpstreamError, now: float, probes: int) -> None:
+        if isinstance(err, UpstreamTimeout) and err.phase == "deadline":
+            self.release(probes)  # the request ran out of time: says nothing about the model
+            return
+        if _host_failure(err):
+            self.replica.breaker.failure(now)
+        else:
+            self.replica.breaker.success(now)
+        if err.unhealthy:
+            self.breaker.failure(now)
+            self.model.last_failure = now
+        else:
+            self.breaker.success(now)
+
+    def hold(self, now: float, seconds: float) -> None:
+        self.breaker.hold(now, seconds)
+
+
+class ModelHealth:
+    __slots__ = ("_gauge", "_turn", "interval_s", "last_failure", "name", "open", "slots")
+
+    def __init__(self, name: str, gauge: Gauge | None) -> None:
+        self.name = name
+        self.slots: tuple[Slot, ...] = ()
+        self.last_failure = float("-inf")
+        self.open = False
+        self.interval_s = 0.0
+        """The backend's health-check interval: when a checked-out replica may be back."""
+        self._turn = 0
+        self._gauge = gauge
+
+    def pick(self, now: float, avoid: Slot | None = None) -> tuple[Slot, int] | None:
+        """The next slot (in turn) that may take a request now, other than `avoid`, with its probe marks;
+        None if none may."""
+        slots = self.slots
+        n = len(slots)
+        start = self._turn
+        for k in range(n):
+            slot = slots[(start + k) % n]
+            if slot is not avoid and slot.ready(now):
+                self._turn = (start + k + 1) % n
+                return slot, slot.acquire(now)
+        return None
+
+    def saturated(self, now: float) -> bool:
+        """Whether some replica would take the request but for its queue: the model is busy, not broken."""
+        return any(s.replica.saturated and s.healthy(now) for s in self.slots)
+
+    def has_other(self, now: float, slot: Slot) -> bool:
+        """Whether another replica could take a retry right away."""
+        return any(s is not slot and s.ready(now) for s in self.slots)
+
+    def force(self, now: float) -> tuple[Slot, int]:
+        """A slot even though none is ready (`on_all_open: least_recently_failed`): the one whose model
+        breaker failed longest ago, on a replica the health check has not taken out if there is one."""
+        slot = min(self.slots, key=lambda s: (s.replica.down, s.breaker.last_failure))
+        return slot, slot.acquire(now)
+
+    def retry_after(self, now: float) -> float:
+        """Seconds until some slot may take a request again."""
+        waits = []
+        for s in self.slots:
+            if s.replica.down:
+                waits.append(self.interval_s)
+            else:
+                waits.append(max(s.replica.breaker.wait(now), s.breaker.wait(now)))
+        return min(waits, default=1.0)
+
+    def refresh(self) -> None:
+        self.open = all(s.replica.out or s.breaker.state != CLOSED for s in self.slots)
+        if self._gauge is not None:
+            self._gauge.labels(self.name).set(1 if self.open else 0)
+
+
+class Health:
+    """Breakers and health checks for one app instance. `start(table, backends)` again after a reload."""
+
+    def __init__(self, circuit_gauge: Gauge | None = None, replica_gauge: Gauge | None = None) -> None:
+        self._circuit_gauge = circuit_gauge
+        self._replica_gauge = replica_gauge
+        self._models: dict[str, ModelHealth] = {}
+        self._replicas: dict[tuple[str, str, schema.Breaker], Replica] = {}
+        self._slots: dict[tuple[str, str, str, schema.Breaker], Slot] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def model(self, name: str) -> ModelHealth | None:
+        return self._models.get(name)
+
+    def replicas(self, backend: str) -> list[Replica]:
+        return sorted((r for r in self._replicas.values() if r.backend == backend), key=lambda r: r.index)
+
+    async def start(self, table: RoutingTable, backends: Mapping[str, Backend]) -> None:
+        """Build the state for `table` (keeping what did not change) and start the health checks."""
+        await self.stop()
+        self._configure(table)
+        loop = asyncio.get_running_loop()
+        for name, spec in table.config.backends.items():
+            check = health_check(spec)
+            if check is not None and name in backends:
+                task = loop.create_task(self._check_loop(backends[name], self.replicas(name), check))
+                self._tasks.append(task)
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _configure(self, table: RoutingTable) -> None:
+        replicas: dict[tuple[str, str, schema.Breaker], Replica] = {}
+        by_backend: dict[str, list[Replica]] = {}
+        for name, spec in table.config.backends.items():
+            for i, url in enumerate(replica_urls(spec)):
+                key = (name, url, spec.breaker)
+                replica = self._replicas.get(key) or Replica(name, i, url, spec.breaker)
+                replica.index, replica.models, replica.gauge = i, [], self._replica_gauge
+                replicas[key] = replica
+                by_backend.setdefault(name, []).append(replica)
+        slots: dict[tuple[str, str, str, schema.Breaker], Slot] = {}
+        models: dict[str, ModelHealth] = {}
+        for model in table.models.values():
+            spec = table.config.backends[model.backend]
+            health = self._models.get(model.name) or ModelHealth(model.name, self._circuit_gauge)
+            check = health_check(spec)
+            health.interval_s = check.interval_s if check is not None else 0.0
+            own: list[Slot] = []
+            for replica in by_backend[model.backend]:
+                slot_key = (model.name, model.backend, replica.url, spec.breaker)
+                slot = self._slots.get(slot_key)
+                if slot is None or slot.model is not health:
+                    slot = Slot(health, replica, spec.breaker)
+                slot.index = replica.index
+                replica.models.append(health)
+                slots[slot_key] = slot
+                own.append(slot)
+            health.slots = tuple(own)
+            health._turn %= len(own)
+            health.refresh()
+            models[model.name] = health
+        for replica in replicas.values():
+            replica.changed()
+        self._replicas, self._slots, self._models = replicas, slots, models
+
+    async def _check_loop(self, backend: Backend, replicas: list[Replica], check: schema.HealthCheck) -> None:
+        assert check.path is not None
+        while True:
+            await asyncio.gather(*(self._check(backend, r, check) for r in replicas))
+            await asyncio.sleep(check.interval_s)
+
+    async def _check(self, backend: Backend, replica: Replica, check: schema.HealthCheck) -> None:
+        assert check.path is not None
+        try:
+            await backend.probe(replica.index, check.path, check.timeout_s)
+        except UpstreamError as exc:
+            replica.check_failures += 1
+            if replica.check_failures >= check.failures and not replica.down:
+                log.warning("backend '%s' replica %d (%s) is out: %s", replica.backend, replica.index, replica.url,
+                            exc.message)
+                replica.down = True
+                replica.changed()
+            return
+        except Exception:  # a bug must not end the checks
+            log.exception("health check of backend '%s' replica %d failed", replica.backend, replica.index)
+            return
+        replica.check_failures = 0
+        if replica.down:
+            log.info("backend '%s' replica %d (%s) is back", replica.backend, replica.index, replica.url)
+            replica.down = False
+            replica.changed()
+        if check.max_waiting is not None:
+            replica.saturated = await self._queue(backend, replica, check) > check.max_waiting
+
+    async def _queue(self, backend: Backend, replica: Replica, check: schema.HealthCheck) -> float:
+        """The replica's waiting requests from vLLM's /metrics; 0 when they cannot be read."""
+        try:
+            body = await backend.probe(replica.index, "/metrics", check.timeout_s)
+        except UpstreamError as exc:
+            log.debug("backend '%s' replica %d: no queue length: %s", replica.backend, replica.index, exc.message)
+            return 0.0
+        return waiting_requests(body or b"")
+
+
+def waiting_requests(metrics: bytes) -> float:
+    """Sum of `vllm:num_requests_waiting` samples in Prometheus' text format (one per served model)."""
+    total = 0.0
+    for line in metrics.decode("utf-8", "replace").splitlines():
+        if line.startswith(WAITING) and line[len(WAITING):len(WAITING) + 1] in ("{", " "):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return total
+
+
+def now() -> float:
+    """The clock breakers run on."""
+    return time.monotonic()

@@ -1,0 +1,92 @@
+"""`cascade`: is a cheaper model's answer good enough to stop, or does the request escalate?
+
+`verdict()` returns None for an answer that passes every declared check, else the name of the check it
+failed (a fixed set: json, refusal, regex, logprob). Streams are judged on the text assembled from
+their chunks. The checks read only what the answer says; they never call a model.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from gateway.config.table import PolicyRoute
+from gateway.routing.request import RoutedRequest
+
+_REFUSALS = re.compile(
+    r"^\s*(i'?m sorry|i am sorry|sorry, (but )?i|i can(no|')t (help|assist|do|provide)|i cannot|"
+    r"i'?m (not able|unable) to|i am (not able|unable) to|as an ai)",
+    re.IGNORECASE,
+)
+
+
+def wants_logprobs(policy: PolicyRoute) -> bool:
+    return policy.cascade is not None and policy.cascade.min_mean_logprob is not None
+
+
+def verdict(policy: PolicyRoute, req: RoutedRequest, text: str | None, refusal: str | None,
+            logprobs: list[float] | None) -> str | None:
+    c = policy.cascade
+    assert c is not None
+    if c.refusal and (refusal or not (text or "").strip() or _REFUSALS.match(text or "")):
+        return "refusal"
+    text = text or ""
+    if c.check_json and req.json_mode:
+        try:
+            orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return "json"
+    if policy.cascade_regex is not None and policy.cascade_regex.search(text) is None:
+        return "regex"
+    if c.min_mean_logprob is not None and (not logprobs or sum(logprobs) / len(logprobs) < c.min_mean_logprob):
+        return "logprob"
+    return None
+
+
+def judge_json(policy: PolicyRoute, req: RoutedRequest, parsed: dict[str, Any]) -> str | None:
+    """The verdict on a chat or text completion body (its first choice)."""
+    choices = parsed.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = first.get("message")
+    if isinstance(message, dict):
+        text, refusal = message.get("content"), message.get("refusal")
+    else:
+        text, refusal = first.get("text"), None
+    return verdict(policy, req, text if isinstance(text, str) else None,
+                   refusal if isinstance(refusal, str) else None, _logprobs(first.get("logprobs")))
+
+
+def judge_stream(policy: PolicyRoute, req: RoutedRequest, events: bytes) -> str | None:
+    """The verdict on a buffered event stream: its first choice's deltas, assembled."""
+    text: list[str] = []
+    refusal: list[str] = []
+    logprobs: list[float] = []
+    for line in events.split(b"\n"):
+        if not line.startswith(b"data:") or line.strip() == b"data: [DONE]":
+            continue
+        try:
+            obj = orjson.loads(line[5:])
+        except orjson.JSONDecodeError:
+            return "json"
+        for choice in obj.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            text.append(delta.get("content") or choice.get("text") or "")
+            refusal.append(delta.get("refusal") or "")
+            logprobs += _logprobs(choice.get("logprobs")) or []
+    return verdict(policy, req, "".join(text), "".join(refusal) or None, logprobs or None)
+
+
+def _logprobs(block: object) -> list[float] | None:
+    """Token log-probabilities from a chat (`content: [{logprob}]`) or text (`token_logprobs`) block."""
+    if not isinstance(block, dict):
+        return None
+    if isinstance(block.get("content"), list):
+        tokens = block["content"]
+        return [t["logprob"] for t in tokens if isinstance(t, dict) and isinstance(t.get("logprob"), float | int)]
+    if isinstance(block.get("token_logprobs"), list):
+        return [v for v in block["token_logprobs"] if isinstance(v, float | int)]
+    return None
