@@ -1,43 +1,268 @@
-"""Providers with their own protocols (Anthropic, Gemini, Bedrock...), through litellm.
+"""Providers with their own protocols (Anthropic, Gemini, Bedrock, Cohere...), through litellm's async API.
 
-This version accepts `type: litellm` backends in the config so that a file written for them loads and
-validates, but does not call them yet: every attempt fails as unavailable, which moves the request on
-down its fallback chain, and the start-up log says so once. Translation through litellm's async API
-is the next step for this module.
+litellm translates OpenAI-shaped requests into each provider's protocol and the answers back, so on the
+gateway's side everything stays OpenAI-shaped (tools and tool calls, JSON mode, usage, streams).
+litellm is imported only when a `litellm` backend starts: a gateway without one never loads it. It runs
+offline and quiet: its bundled cost map (no fetch at import), no telemetry, no callbacks of its own.
+Its exceptions are translated here, at the boundary, into the gateway's error classes, so the fallback
+chain treats every provider alike.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
 
-from gateway.backends.base import Attempt, Reply, ReplyStream
+import orjson
+
+from gateway.backends.base import Attempt, Reply
+from gateway.backends.openai import _read_key
 from gateway.config import schema
-from gateway.errors import UpstreamConnectError
+from gateway.errors import (
+    ContentFiltered,
+    ContextLengthExceeded,
+    UpstreamAuthFailed,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamMalformed,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamServerError,
+    UpstreamTimeout,
+    error_body,
+)
+from gateway.routing.request import Operation
 
-log = logging.getLogger("nanoroute")
+# Fields of an OpenAI request that are the gateway's, or that litellm takes under another name.
+_NOT_FORWARDED = frozenset({"model", "stream", "metadata", "messages", "prompt", "input"})
+
+
+def _import_litellm() -> Any:
+    # Before the import: litellm reads these when it loads.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # its bundled prices; no fetch
+    os.environ.setdefault("LITELLM_TELEMETRY", "False")
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    litellm.success_callback = []
+    litellm.failure_callback = []
+    litellm.callbacks = []
+    return litellm
 
 
 class LitellmBackend:
+    replicas = 1
+
     def __init__(self, name: str, spec: schema.LitellmBackend) -> None:
         self.name = name
         self.spec = spec
+        self._litellm: Any = None
+        self._key: str | None = None
+        self._ttft_s, self._idle_s, self._total_s = spec.timeouts.ttft_s, spec.timeouts.idle_s, spec.timeouts.total_s
 
     async def start(self) -> None:
-        log.warning("backend '%s' (litellm, %s): litellm backends are not served by this version; "
-                    "requests routed to it fall back to the next model", self.name, self.spec.provider)
+        self._litellm = await asyncio.to_thread(_import_litellm)  # a slow import: keep the loop free
+        self._key = _read_key(self.spec.api_key_env, self.spec.api_key_file)
 
     async def close(self) -> None:
+        # litellm's HTTP clients are its own, cached process-wide and shared by every litellm backend;
+        # closing them here would break the others (its aiohttp session is not re-created), so they
+        # live as long as the process.
         return None
 
-    def _unavailable(self, attempt: Attempt) -> UpstreamConnectError:
-        return UpstreamConnectError(
-            f"litellm backend '{self.name}' ({self.spec.provider}) is not served by this version",
-            model=attempt.model.name,
-            backend=self.name,
-        )
+    def _kwargs(self, attempt: Attempt) -> dict[str, Any]:
+        body = orjson.loads(attempt.body)
+        kwargs = {k: v for k, v in body.items() if k not in _NOT_FORWARDED}
+        kwargs.update(self.spec.settings)
+        kwargs["model"] = f"{self.spec.provider}/{attempt.model.upstream_name}"
+        kwargs.setdefault("drop_params", True)  # OpenAI fields a provider lacks (e.g. seed) are dropped
+        if self._key:
+            kwargs["api_key"] = self._key
+        if self.spec.url:
+            kwargs["api_base"] = self.spec.url
+        kwargs["timeout"] = self._total_s
+        kwargs["num_retries"] = 0  # retries are the gateway's (docs/reliability.md)
+        if attempt.op is Operation.CHAT:
+            kwargs["messages"] = body["messages"]
+        elif attempt.op is Operation.COMPLETIONS:
+            kwargs["prompt"] = body["prompt"]
+        else:
+            kwargs["input"] = body["input"]
+        return kwargs
+
+    def _limit(self, attempt: Attempt) -> tuple[float, str]:
+        loop = asyncio.get_running_loop()
+        total = loop.time() + self._total_s
+        if attempt.deadline is not None and attempt.deadline < total:
+            return attempt.deadline, "deadline"
+        return total, "total"
 
     async def call(self, attempt: Attempt) -> Reply:
-        raise self._unavailable(attempt)
+        lit = self._litellm
+        fn = {Operation.CHAT: lit.acompletion, Operation.COMPLETIONS: lit.atext_completion,
+              Operation.EMBEDDINGS: lit.aembedding}[attempt.op]
+        limit, phase = self._limit(attempt)
+        try:
+            async with asyncio.timeout_at(limit):
+                response = await fn(**self._kwargs(attempt))
+        except TimeoutError:
+            raise self._timeout(attempt, phase) from None
+        except Exception as exc:
+            raise self._translate(exc, attempt) from None
+        try:
+            body = orjson.dumps(response.model_dump(exclude_none=False))
+        except (AttributeError, TypeError) as exc:
+            raise UpstreamMalformed(f"litellm returned an answer that cannot be encoded: {exc}",
+                                    model=attempt.model.name, backend=self.name) from None
+        parsed = orjson.loads(body)
+        return Reply(body, parsed)
 
-    async def stream(self, attempt: Attempt) -> ReplyStream:
-        raise self._unavailable(attempt)
+    async def stream(self, attempt: Attempt) -> _LitellmStream:
+        """Returns once the provider sent its first content, like every backend's `stream()`."""
+        if attempt.op is Operation.EMBEDDINGS:
+            body = error_body("Embeddings cannot be streamed", "invalid_request_error")
+            raise UpstreamRejected("embeddings cannot be streamed", model=attempt.model.name, backend=self.name,
+                                   status=400, body=body)
+        lit = self._litellm
+        fn = lit.acompletion if attempt.op is Operation.CHAT else lit.atext_completion
+        hard, hard_phase = self._limit(attempt)
+        loop = asyncio.get_running_loop()
+        first = min(hard, loop.time() + self._ttft_s)
+        first_phase = "first_token" if first < hard else hard_phase
+        try:
+            async with asyncio.timeout_at(first):
+                chunks = await fn(stream=True, **self._kwargs(attempt))
+                iterator = chunks.__aiter__()
+                held: list[bytes] = []
+                while True:
+                    chunk = await iterator.__anext__()
+                    data = orjson.dumps(chunk.model_dump(exclude_none=True))
+                    held.append(b"data: " + data + b"\n\n")
+                    if _has_content(chunk):
+                        break
+        except TimeoutError:
+            raise self._timeout(attempt, first_phase) from None
+        except StopAsyncIteration:
+            raise UpstreamMalformed("the provider ended the stream before any content",
+                                    model=attempt.model.name, backend=self.name) from None
+        except Exception as exc:
+            raise self._translate(exc, attempt) from None
+        return _LitellmStream(self, attempt, iterator, b"".join(held), hard, hard_phase)
+
+    async def probe(self, replica: int, path: str, timeout_s: float) -> None:
+        return None  # hosted providers have no health endpoint; attempts feed the circuit breaker
+
+    def _timeout(self, attempt: Attempt, phase: str) -> UpstreamTimeout:
+        why = {"first_token": f"the provider sent no content in time (timeouts.ttft_s: {self._ttft_s:g} s)",
+               "idle": f"the provider stalled in the middle of the stream (timeouts.idle_s: {self._idle_s:g} s)",
+               "deadline": "the request's deadline ran out (reliability.deadline_ms)"}.get(
+            phase, "the provider did not answer in time (timeouts.total_s)")
+        return UpstreamTimeout(why, model=attempt.model.name, backend=self.name, phase=phase)
+
+    def _translate(self, exc: Exception, attempt: Attempt) -> UpstreamError:
+        """The one place where litellm's exceptions become the gateway's."""
+        if isinstance(exc, UpstreamError):
+            return exc
+        lit = self._litellm
+        ids = {"model": attempt.model.name, "backend": self.name}
+        msg = _short(getattr(exc, "message", None) or str(exc))
+        status = getattr(exc, "status_code", None)
+        if isinstance(exc, lit.ContextWindowExceededError):
+            return ContextLengthExceeded(f"the request does not fit the model's context window: {msg}", **ids)
+        if isinstance(exc, lit.ContentPolicyViolationError):
+            body = error_body(msg, "invalid_request_error", "content_filter")
+            return ContentFiltered(f"the provider's content filter refused the request: {msg}",
+                                   status=status if isinstance(status, int) and 400 <= status < 500 else 400,
+                                   body=body, **ids)
+        if isinstance(exc, lit.RateLimitError):
+            return UpstreamRateLimited(f"the provider is rate limiting: {msg}", retry_after=_retry_after(exc), **ids)
+        if isinstance(exc, lit.AuthenticationError | lit.PermissionDeniedError):
+            hint = f" (is {self.spec.api_key_env} set?)" if self.spec.api_key_env else ""
+            return UpstreamAuthFailed(f"the provider rejected the gateway's credentials{hint}", **ids)
+        if isinstance(exc, lit.Timeout):
+            return UpstreamTimeout(f"the provider did not answer in time: {msg}", **ids)
+        if isinstance(exc, lit.APIConnectionError):
+            return UpstreamConnectError(f"cannot reach the provider: {msg}", **ids)
+        if isinstance(exc, lit.BadRequestError | lit.UnprocessableEntityError | lit.UnsupportedParamsError):
+            code = status if isinstance(status, int) and 400 <= status < 500 else 400
+            return UpstreamRejected(f"the provider rejected the request with {code}: {msg}", status=code,
+                                    body=error_body(msg, "invalid_request_error"), **ids)
+        if isinstance(status, int) and status < 500 and status != 404:
+            return UpstreamRejected(f"the provider rejected the request with {status}: {msg}", status=status,
+                                    body=error_body(msg, "invalid_request_error"), **ids)
+        return UpstreamServerError(f"the provider failed ({status or type(exc).__name__}): {msg}", **ids)
+
+
+class _LitellmStream:
+    """The rest of a litellm stream as OpenAI server-sent events, with the same bounded waits."""
+
+    def __init__(self, backend: LitellmBackend, attempt: Attempt, iterator: AsyncIterator[Any], held: bytes,
+                 hard: float, hard_phase: str) -> None:
+        self._backend, self._attempt, self._iterator = backend, attempt, iterator
+        self._held = held
+        self._hard, self._hard_phase = hard, hard_phase
+        self._done = False
+
+    def __aiter__(self) -> _LitellmStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._held:
+            held, self._held = self._held, b""
+            return held
+        if self._done:
+            raise StopAsyncIteration
+        loop = asyncio.get_running_loop()
+        idle = loop.time() + self._backend._idle_s
+        limit, phase = (idle, "idle") if idle < self._hard else (self._hard, self._hard_phase)
+        try:
+            async with asyncio.timeout_at(limit):
+                chunk = await self._iterator.__anext__()
+        except StopAsyncIteration:
+            self._done = True
+            return b"data: [DONE]\n\n"
+        except TimeoutError:
+            raise self._backend._timeout(self._attempt, phase) from None
+        except Exception as exc:
+            raise self._backend._translate(exc, self._attempt) from None
+        return b"data: " + orjson.dumps(chunk.model_dump(exclude_none=True)) + b"\n\n"
+
+    async def aclose(self) -> None:
+        closer = getattr(self._iterator, "aclose", None)
+        if closer is not None and not self._done:
+            with contextlib.suppress(Exception):  # closing a provider stream early must not fail the request
+                await closer()
+
+
+def _has_content(chunk: Any) -> bool:
+    if getattr(chunk, "usage", None) is not None and not getattr(chunk, "choices", None):
+        return True
+    for choice in getattr(chunk, "choices", None) or ():
+        if getattr(choice, "finish_reason", None) or getattr(choice, "text", None):
+            return True
+        delta = getattr(choice, "delta", None)
+        if delta is not None and (getattr(delta, "content", None) or getattr(delta, "tool_calls", None)):
+            return True
+    return False
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """The provider's Retry-After: litellm keeps the response headers on the exception."""
+    for headers in (getattr(exc, "litellm_response_headers", None), getattr(exc, "headers", None),
+                    getattr(getattr(exc, "response", None), "headers", None)):
+        value = headers.get("retry-after") if headers is not None else None
+        if value is not None:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _short(text: str) -> str:
+    return " ".join(text.split())[:300]

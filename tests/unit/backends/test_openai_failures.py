@@ -137,3 +137,10 @@ def test_probe_passes_on_2xx_and_raises_otherwise(servers: Servers, make: Make) 
         servers.loop.run(backend.probe(0, "/health", 1.0))
     with pytest.raises(UpstreamError, match="cannot connect"):
         servers.loop.run(make(f"http://127.0.0.1:{free_port()}/v1").probe(0, "models", 1.0))
+
+
+def test_an_error_body_with_status_200_is_classified_not_relayed(servers: Servers, make: Make) -> None:
+    up = servers.upstream(behaviour="status:200", error_body={"error": {"message": "model overloaded", "code": 503}})
+    err = error(servers, make(up.url))
+    assert type(err) is UpstreamServerError
+    assert err.message == "in a 200 answer: upstream answered 503: model overloaded"
