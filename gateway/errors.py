@@ -23,6 +23,7 @@ The tree::
         ├── ContextLengthExceeded       400 the prompt does not fit this model; a larger one may take it
         ├── UpstreamRejected            4xx the upstream refused the request as such; relayed as it answered
         │   └── ContentFiltered         4xx the provider's content filter refused it; relayed as it answered
+        ├── CascadeEscalated            a cascade's check turned the answer down; the next model answers
         └── Skipped                     the gateway did not send this attempt; `retry_after` when known
             ├── CircuitOpen             503 every replica of the model is open (breaker, health check)
             ├── Overloaded              503 the model is at its in-flight cap or its queue is too long
@@ -235,6 +236,21 @@ class ContentFiltered(UpstreamRejected):
     sending what one provider's safety filter refused to another is a policy decision, not resilience."""
 
     code = "content_filter"
+
+
+class CascadeEscalated(UpstreamError):
+    """A cascade's check turned a model's answer down (`check`: json, refusal, regex or logprob); the next
+    model answers instead. Not an upstream error: the model answered, just not well enough."""
+
+    unhealthy = False
+
+    def __init__(self, check: str, *, model: str = "", backend: str = "") -> None:
+        super().__init__(f"the answer failed the cascade's {check} check", model=model, backend=backend)
+        self.check = check
+
+    @property
+    def kind(self) -> str:
+        return f"cascade_{self.check}"
 
 
 class Skipped(UpstreamError):

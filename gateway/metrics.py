@@ -11,6 +11,7 @@ at scrape time; each gauge says how it combines.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +23,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway.errors import CascadeEscalated
 from gateway.record import NONE, RequestRecord
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
@@ -79,6 +81,7 @@ class Metrics:
         self.config_info = Gauge("nanoroute_config_info", "1 for the config version being served",
                                  ["version"], multiprocess_mode="livemax", registry=r)
         self._version: str | None = None
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     def reloads_result(self, result: str) -> None:
         self.reloads.labels(result).inc()
@@ -92,35 +95,46 @@ class Metrics:
             self.circuit_open.labels(name).set(0)
             self.in_flight.labels(name)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, cached: labels() takes a lock and rebuilds its key on every call.
+        The cache is as bounded as the label values (config names and fixed sets)."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe(self, rec: RequestRecord) -> None:
+        child = self._child
         model = rec.model.name if rec.model is not None else NONE
         policy = rec.policy
-        self.requests.labels(policy, model, rec.outcome).inc()
-        self.duration.labels(policy, model, "true" if rec.stream else "false").observe(rec.duration_s)
+        child(self.requests, policy, model, rec.outcome).inc()
+        child(self.duration, policy, model, "true" if rec.stream else "false").observe(rec.duration_s)
         if rec.first_byte_s is not None:
             self.overhead.observe(max(0.0, rec.first_byte_s - rec.upstream_s))
         if rec.chosen is not None:
-            self.decisions.labels(policy, rec.chosen.name, rec.reason).inc()
+            child(self.decisions, policy, rec.chosen.name, rec.reason).inc()
         for i, err in enumerate(rec.failures):
-            if err.attempted:  # skips (circuit open, overloaded, too small) count as fallbacks only
-                self.upstream_errors.labels(err.model, err.kind).inc()
+            # Skips (circuit open, overloaded, too small) and cascade escalations count as fallbacks only.
+            if err.attempted and not isinstance(err, CascadeEscalated):
+                child(self.upstream_errors, err.model, err.kind).inc()
             nxt = rec.failures[i + 1].model if i + 1 < len(rec.failures) else model
-            self.fallbacks.labels(policy, err.model, nxt, err.kind).inc()
+            child(self.fallbacks, policy, err.model, nxt, err.kind).inc()
         if rec.model is None:
             return
         if rec.stream and rec.first_byte_s is not None:
-            self.ttft.labels(model).observe(rec.first_byte_s)
+            child(self.ttft, model).observe(rec.first_byte_s)
             if rec.completion_tokens and rec.completion_tokens > 1:
                 decode = rec.duration_s - rec.first_byte_s
-                self.tpot.labels(model).observe(decode / (rec.completion_tokens - 1))
+                child(self.tpot, model).observe(decode / (rec.completion_tokens - 1))
         if rec.prompt_tokens is not None:
-            self.tokens.labels(model, "prompt").inc(rec.prompt_tokens)
+            child(self.tokens, model, "prompt").inc(rec.prompt_tokens)
         if rec.completion_tokens is not None:
-            self.tokens.labels(model, "completion").inc(rec.completion_tokens)
+            child(self.tokens, model, "completion").inc(rec.completion_tokens)
         if rec.cost_usd is not None:
-            self.cost.labels(policy, model).inc(rec.cost_usd)
+            child(self.cost, policy, model).inc(rec.cost_usd)
         if rec.savings_usd is not None:
-            self.savings.labels(policy).inc(rec.savings_usd)
+            child(self.savings, policy).inc(rec.savings_usd)
 
     def exposition(self) -> bytes:
         if multiprocess():

@@ -12,13 +12,15 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from gateway.api.sse import UsageTap
+from gateway.config.table import ModelRoute
 from gateway.errors import (
     AllAttemptsFailed,
+    CascadeEscalated,
     ClientError,
     InvalidRequest,
     MethodNotAllowed,
@@ -30,6 +32,7 @@ from gateway.errors import (
 )
 from gateway.record import Outcome, RequestRecord
 from gateway.reliability import chain
+from gateway.routing.cascade import Gate, strip_logprobs
 from gateway.routing.decide import Decision, decide
 from gateway.routing.estimate import usage_cost
 from gateway.routing.request import Operation, RoutedRequest, parse_request
@@ -114,29 +117,32 @@ async def _handle(gw: Gateway, op: Operation, hdrs: _Headers, rec: RequestRecord
         await _send_error(send, rec, exc)
         return
     rec.policy, rec.reason, rec.chosen = decision.policy, decision.reason, decision.chain[0]
+    gate = Gate(decision, req) if Gate.wanted(decision, req) else None
+    if gate is not None and not req.stream and gate.policy.cascade and gate.policy.cascade.min_mean_logprob is not None:
+        req.add_logprobs = not req.body.get("logprobs")
     runner = _relay_stream if req.stream else _relay_json
     # The request runs to its end on the state it started with, whatever a reload swaps in meanwhile.
-    if not await _cancel_on_disconnect(receive, runner(gw, state, decision, req, rec, send)):
+    if not await _cancel_on_disconnect(receive, runner(gw, state, decision, req, rec, send, gate)):
         rec.outcome, rec.status = Outcome.CANCELLED, 499
 
 
-async def _relay_json(
-    gw: Gateway, state: State, decision: Decision, req: RoutedRequest, rec: RequestRecord, send: Send
-) -> None:
+async def _relay_json(gw: Gateway, state: State, decision: Decision, req: RoutedRequest, rec: RequestRecord,
+                      send: Send, gate: Gate | None) -> None:
     t0 = perf_counter()
+    accept = gate.judge_reply if gate is not None else None
     try:
-        answered = await chain.call(decision, req, state.backends, gw.inflight, gw.health)
+        answered = await chain.call(decision, req, state.backends, gw.inflight, gw.health, accept=accept)
     except AllAttemptsFailed as exc:
         rec.upstream_s = perf_counter() - t0
         await _send_upstream_failure(send, rec, exc)
         return
     rec.upstream_s = perf_counter() - t0
     reply = answered.result
-    rec.model, rec.failures, rec.status = answered.model, answered.failures, 200
+    _answered(rec, answered.model, answered.failures)
     usage = reply.parsed.get("usage")
     if isinstance(usage, dict):
         _account(rec, decision, usage)
-    body = reply.body
+    body = strip_logprobs(reply.parsed) if req.add_logprobs else reply.body
     headers = [
         _JSON,
         (b"content-length", str(len(body)).encode()),
@@ -147,24 +153,26 @@ async def _relay_json(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _relay_stream(
-    gw: Gateway, state: State, decision: Decision, req: RoutedRequest, rec: RequestRecord, send: Send
-) -> None:
+async def _relay_stream(gw: Gateway, state: State, decision: Decision, req: RoutedRequest, rec: RequestRecord,
+                        send: Send, gate: Gate | None) -> None:
     t0 = perf_counter()
+    accept = gate.judge_stream if gate is not None else None
     try:
-        answered = await chain.open_stream(decision, req, state.backends, gw.inflight, gw.health)
+        answered = await chain.open_stream(decision, req, state.backends, gw.inflight, gw.health, accept=accept)
     except AllAttemptsFailed as exc:
         rec.upstream_s = perf_counter() - t0
         await _send_upstream_failure(send, rec, exc)
         return
     rec.upstream_s = perf_counter() - t0
-    rec.model, rec.failures, rec.status = answered.model, answered.failures, 200
+    _answered(rec, answered.model, answered.failures)
     upstream = answered.result
+    replay = gate.replay(answered.model) if gate is not None else None
+    chunks: AsyncIterable[bytes] = upstream if replay is None else _once(replay)
     tap = UsageTap(strip_usage=req.add_usage)
     await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *_route_headers(rec)]})
     waiting = perf_counter()
     try:
-        async for chunk in upstream:
+        async for chunk in chunks:
             out = tap.feed(chunk)
             if out:
                 if rec.first_byte_s is None:
@@ -186,6 +194,16 @@ async def _relay_stream(
     if tap.usage is not None:
         _account(rec, decision, tap.usage)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _answered(rec: RequestRecord, model: ModelRoute, failures: list[UpstreamError]) -> None:
+    rec.model, rec.failures, rec.status = model, failures, 200
+    if any(isinstance(f, CascadeEscalated) for f in failures):
+        rec.reason = "cascade_escalated"
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _account(rec: RequestRecord, decision: Decision, usage: dict[str, Any]) -> None:

@@ -12,7 +12,10 @@ from typing import Any
 
 import orjson
 
-from gateway.config.table import PolicyRoute
+from gateway.backends.base import Reply, ReplyStream
+from gateway.config.table import ModelRoute, PolicyRoute
+from gateway.errors import CascadeEscalated, UpstreamError
+from gateway.routing.decide import Decision
 from gateway.routing.request import RoutedRequest
 
 _REFUSALS = re.compile(
@@ -90,3 +93,60 @@ def _logprobs(block: object) -> list[float] | None:
     if isinstance(block.get("token_logprobs"), list):
         return [v for v in block["token_logprobs"] if isinstance(v, float | int)]
     return None
+
+
+class Gate:
+    """A cascade's checks for one request, as the attempt chain's `accept` hooks.
+
+    Only the cascading models (all ranked candidates but the last) are checked; the last one, and the
+    policy's fallback models, answer as they are. A checked stream is read to its end before it is
+    judged (`cascade.stream: buffer`); `replay` then hands the bytes to the relay.
+    """
+
+    def __init__(self, decision: Decision, req: RoutedRequest) -> None:
+        assert decision.route is not None
+        self.policy = decision.route
+        self.req = req
+        self.checked = frozenset(m.name for m in decision.chain[:decision.cascade_depth])
+        self._buffered: dict[str, bytes] = {}
+
+    @staticmethod
+    def wanted(decision: Decision, req: RoutedRequest) -> bool:
+        c = decision.route.cascade if decision.route is not None else None
+        return decision.cascade_depth > 0 and c is not None and (not req.stream or c.stream == "buffer")
+
+    async def judge_reply(self, model: ModelRoute, reply: Reply) -> UpstreamError | None:
+        if model.name not in self.checked:
+            return None
+        check = judge_json(self.policy, self.req, reply.parsed)
+        return None if check is None else CascadeEscalated(check, model=model.name, backend=model.backend)
+
+    async def judge_stream(self, model: ModelRoute, stream: ReplyStream) -> UpstreamError | None:
+        if model.name not in self.checked:
+            return None
+        parts: list[bytes] = []
+        try:
+            async for chunk in stream:
+                parts.append(chunk)
+        except UpstreamError as exc:
+            await stream.aclose()
+            return exc
+        data = b"".join(parts)
+        check = judge_stream(self.policy, self.req, data)
+        if check is not None:
+            await stream.aclose()
+            return CascadeEscalated(check, model=model.name, backend=model.backend)
+        self._buffered[model.name] = data
+        return None
+
+    def replay(self, model: ModelRoute) -> bytes | None:
+        """The buffered events of a checked stream that passed, to relay instead of reading upstream."""
+        return self._buffered.get(model.name)
+
+
+def strip_logprobs(parsed: dict[str, Any]) -> bytes:
+    """The answer without the log-probabilities the gateway asked for on the client's behalf."""
+    for choice in parsed.get("choices") or ():
+        if isinstance(choice, dict) and "logprobs" in choice:
+            choice["logprobs"] = None
+    return orjson.dumps(parsed)

@@ -47,6 +47,9 @@ class RoutedRequest:
     """The catalog model named by the X-Nanoroute-Model header, if any."""
     prompt_tokens: int | None = None
     """Filled in once, by the router, when a policy needs it."""
+    add_logprobs: bool = False
+    """A cascade checks log-probabilities the client did not ask for: ask the upstream for them, and
+    remove them from the answer the client gets (set by the proxy for JSON requests)."""
 
     @property
     def has_tools(self) -> bool:
@@ -62,13 +65,17 @@ class RoutedRequest:
         user = self.body.get("user")
         return user if isinstance(user, str) and user else None
 
-    def body_for(self, upstream_model: str) -> bytes:
-        """The bytes to send upstream for a model; the client's own bytes when nothing changes."""
-        if upstream_model == self.model and not self.add_usage and "timeout" not in self.body:
+    def body_for(self, upstream_model: str, *, usage: bool = True) -> bytes:
+        """The bytes to send upstream for a model; the client's own bytes when nothing changes.
+        `usage`: the backend may be asked for usage in a stream (see `add_usage`)."""
+        add_usage = self.add_usage and usage
+        if upstream_model == self.model and not add_usage and not self.add_logprobs and "timeout" not in self.body:
             return self.raw
         body = {**self.body, "model": upstream_model}
-        if self.add_usage:
+        if add_usage:
             body["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
+        if self.add_logprobs:
+            body["logprobs"] = True if self.op is Operation.CHAT else 1
         body.pop("timeout", None)  # the gateway's own field (a shorter deadline, docs/reliability.md)
         return orjson.dumps(body)
 
