@@ -6,14 +6,12 @@ waits for its next chunk. Only an event that carries a usage object is parsed.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
 
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _MAX_PENDING = 1 << 20
-_EVENT_SEPARATOR = re.compile(rb"(\r\n\r\n|\n\n)")
 
 
 class UsageTap:
@@ -42,20 +40,53 @@ class UsageTap:
         return rest
 
     def _take_usage(self, ready: bytes) -> bytes:
-        kept = []
-        parts = _EVENT_SEPARATOR.split(ready)  # event, separator, event, separator, ..., b""
-        for event, sep in zip(parts[0::2], [*parts[1::2], b""], strict=True):
-            if event.startswith(b"data:") and (_USAGE_MARKERS[0] in event or _USAGE_MARKERS[1] in event):
-                try:
-                    obj = orjson.loads(event[5:])
-                except orjson.JSONDecodeError:
-                    obj = None
-                if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
-                    self.usage = obj["usage"]
-                    if self.strip_usage and not obj.get("choices"):
-                        continue
-            kept.append(event + sep)
-        return b"".join(kept)
+        """Read the usage of the event(s) that carry one; cut the usage-only event if asked. Only the
+        events around a usage marker are parsed, not the whole buffer."""
+        start = 0
+        while True:
+            at = _find_usage(ready, start)
+            if at < 0:
+                return ready
+            begin = _event_start(ready, at)
+            end = _event_end(ready, at)
+            event = ready[begin:end]
+            obj = _data_of(event)
+            if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+                self.usage = obj["usage"]
+                if self.strip_usage and not obj.get("choices"):
+                    ready = ready[:begin] + ready[end:]
+                    start = begin
+                    continue
+            start = end
+
+
+def _find_usage(data: bytes, start: int) -> int:
+    found = [i for i in (data.find(m, start) for m in _USAGE_MARKERS) if i >= 0]
+    return min(found) if found else -1
+
+
+def _event_start(data: bytes, at: int) -> int:
+    """Where the event holding position `at` begins: just after the blank line before it."""
+    lf, crlf = data.rfind(b"\n\n", 0, at), data.rfind(b"\r\n\r\n", 0, at)
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
+def _event_end(data: bytes, at: int) -> int:
+    """Where the event holding position `at` ends, its blank line included."""
+    lf, crlf = data.find(b"\n\n", at), data.find(b"\r\n\r\n", at)
+    ends = [e for e in (lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1) if e >= 0]
+    return min(ends) if ends else len(data)
+
+
+def _data_of(event: bytes) -> object:
+    """The JSON of an event's `data:` field, or None."""
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            try:
+                return orjson.loads(line[5:])
+            except orjson.JSONDecodeError:
+                return None
+    return None
 
 
 def _last_event_end(data: bytes) -> int:
