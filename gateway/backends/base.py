@@ -53,6 +53,8 @@ class Backend(Protocol):
     name: str
     replicas: int
     """How many replicas (base URLs) serve this backend's models."""
+    stream_usage: bool
+    """Whether the gateway may ask this backend for usage in streams the client did not ask it for."""
 
     async def start(self) -> None:
         """Open connection pools; called once from the app's lifespan."""

@@ -57,6 +57,7 @@ def _import_litellm() -> Any:
 
 class LitellmBackend:
     replicas = 1
+    stream_usage = True
 
     def __init__(self, name: str, spec: schema.LitellmBackend) -> None:
         self.name = name

@@ -64,7 +64,7 @@ _FILTER_MARKERS = ("content_filter", "content_policy_violation", "contentpolicyv
 class OpenAIBackend:
     """An OpenAI-compatible server at one or more base URLs (replicas)."""
 
-    def __init__(self, name: str, spec: schema.OpenAIBackend | schema.VllmBackend) -> None:
+    def __init__(self, name: str, spec: schema.OpenAIBackend | schema.AzureBackend | schema.VllmBackend) -> None:
         self.name = name
         self.spec = spec
         self._urls = tuple(spec.urls if isinstance(spec, schema.VllmBackend) else [spec.url])
@@ -78,10 +78,14 @@ class OpenAIBackend:
         # aiohttp would otherwise offer gzip, and OpenAI's servers take the offer.
         self._headers = {"content-type": "application/json", "accept-encoding": "identity", **spec.headers}
         self._session: aiohttp.ClientSession | None = None
+        self.stream_usage = spec.stream_usage
+        self._azure_version = spec.api_version if isinstance(spec, schema.AzureBackend) else None
 
     async def start(self) -> None:
         key = _read_key(self.spec.api_key_env, self.spec.api_key_file)
-        if key:
+        if key and self._azure_version is not None:
+            self._headers["api-key"] = key
+        elif key:
             self._headers["authorization"] = f"Bearer {key}"
         connector = aiohttp.TCPConnector(limit=self.spec.max_connections, keepalive_timeout=30, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
@@ -96,6 +100,9 @@ class OpenAIBackend:
             await self._session.close()
 
     def _url(self, attempt: Attempt) -> str:
+        if self._azure_version is not None:  # deployments by name; one endpoint
+            return (f"{self._urls[0]}/openai/deployments/{attempt.model.upstream_name}{attempt.op.value}"
+                    f"?api-version={self._azure_version}")
         replica = attempt.replica if attempt.replica is not None else next(self._turn)
         # A request that started before a reload may carry an index from the previous replica list.
         return self._urls[replica % self.replicas] + attempt.op.value

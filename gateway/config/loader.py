@@ -119,14 +119,14 @@ def _validation_problems(exc: ValidationError, root: yaml.Node | None) -> Proble
     problems: Problems = []
     for err in exc.errors(include_url=False):
         # Discriminated unions add the tag ("openai", "vllm") to the location; it is not in the file.
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"openai", "vllm", "litellm"}))
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"openai", "azure", "vllm", "litellm"}))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key; check its spelling against docs/configuration.md"
         elif err["type"] == "union_tag_invalid":
-            msg = "unknown backend type; expected one of openai, vllm, litellm"
+            msg = "unknown backend type; expected one of openai, azure, vllm, litellm"
         elif err["type"] == "union_tag_not_found":
-            msg = "missing key 'type'; expected one of openai, vllm, litellm"
+            msg = "missing key 'type'; expected one of openai, azure, vllm, litellm"
         elif err["type"] == "literal_error" and loc and loc[-1] == "strategy":
             msg = f"unknown strategy; {msg[0].lower()}{msg[1:]}"
         problems.append((_at(root, loc), msg))

@@ -81,6 +81,9 @@ class _HttpBackend(Strict):
     breaker: Breaker = Breaker()
     health: HealthCheck | None = None
     """Unset: on for vllm (path `/health`), off for openai."""
+    stream_usage: bool = True
+    """Ask for usage in streams (`stream_options.include_usage`) when the client did not; turn off for a
+    server that rejects `stream_options` (its streams then count no tokens)."""
 
 
 class OpenAIBackend(_HttpBackend):
@@ -100,6 +103,14 @@ class OpenAIBackend(_HttpBackend):
         if value is not None and value.max_waiting is not None:
             raise ValueError("max_waiting reads vLLM's own metrics: it applies to type vllm only")
         return value
+
+
+class AzureBackend(OpenAIBackend):
+    """Azure OpenAI: deployments addressed by name (the model's `name`) and an API version; the key goes
+    in the `api-key` header."""
+
+    type: Literal["azure"]  # type: ignore[assignment]
+    api_version: Annotated[str, Field(min_length=1)] = "2024-10-21"
 
 
 class VllmBackend(_HttpBackend):
@@ -135,7 +146,7 @@ class LitellmBackend(Strict):
         return None if value is None else _http_url(value)
 
 
-Backend = Annotated[OpenAIBackend | VllmBackend | LitellmBackend, Field(discriminator="type")]
+Backend = Annotated[OpenAIBackend | AzureBackend | VllmBackend | LitellmBackend, Field(discriminator="type")]
 
 
 class Price(Strict):

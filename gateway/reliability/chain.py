@@ -162,7 +162,7 @@ class _Run(Generic[T]):
             return None
         backend = self.backends[model.backend]
         health = self.health.model(model.name)
-        body = self.req.body_for(model.upstream_name)
+        body = self.req.body_for(model.upstream_name, usage=backend.stream_usage)
         tries = hops = 0
         avoid: Slot | None = None
         while (picked := self._admit(model, health, force, avoid)) is not None:

@@ -78,6 +78,8 @@ class FakeUpstream:
         app = web.Application()
         for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
             app.router.add_post(path, self._handle)
+            # Azure OpenAI's shape: /openai/deployments/{deployment}/chat/completions?api-version=...
+            app.router.add_post("/openai/deployments/{deployment}" + path.removeprefix("/v1"), self._handle)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
@@ -98,7 +100,7 @@ class FakeUpstream:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         body = json.loads(raw)
-        self.seen.append(Seen(request.path, {k.lower(): v for k, v in request.headers.items()}, body))
+        self.seen.append(Seen(request.path_qs, {k.lower(): v for k, v in request.headers.items()}, body))
         self.open_requests += 1
         try:
             return await self._answer(request, body)

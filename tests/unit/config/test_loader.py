@@ -222,12 +222,14 @@ def test_vllm_replicas_must_be_distinct(tmp_path: Path) -> None:
 
 def test_unknown_backend_type(tmp_path: Path) -> None:
     err = load_error(tmp_path, "backends:\n  a: {type: grpc, url: http://x}\n" + MODELS)
-    assert err.problems == (("backends.a (line 2)", "unknown backend type; expected one of openai, vllm, litellm"),)
+    expected = "unknown backend type; expected one of openai, azure, vllm, litellm"
+    assert err.problems == (("backends.a (line 2)", expected),)
 
 
 def test_missing_backend_type(tmp_path: Path) -> None:
     err = load_error(tmp_path, "backends:\n  a: {url: http://x}\n" + MODELS)
-    assert err.problems == (("backends.a (line 2)", "missing key 'type'; expected one of openai, vllm, litellm"),)
+    expected = "missing key 'type'; expected one of openai, azure, vllm, litellm"
+    assert err.problems == (("backends.a (line 2)", expected),)
 
 
 def test_unknown_key_of_one_backend_type_names_the_key_not_the_type(tmp_path: Path) -> None:
