@@ -141,11 +141,16 @@ class Gateway:
         await self.health.start(self.table, backends)
         log.info("nanoroute %s serving config %s (version %s)", __version__, self.table.source, self.table.version)
         self.reloader.start()
+        stop_metrics = None
+        if s.metrics_port is not None:
+            stop_metrics = await self.metrics.serve(s.host, s.metrics_port)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # only in the main thread
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
             yield
         finally:
+            if stop_metrics is not None:
+                await stop_metrics()
             await self.reloader.stop()
             await self.health.stop()
             for task in self._retired:

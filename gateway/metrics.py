@@ -11,6 +11,7 @@ at scrape time; each gauge says how it combines.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import (
@@ -135,6 +136,21 @@ class Metrics:
             child(self.cost, policy, model).inc(rec.cost_usd)
         if rec.savings_usd is not None:
             child(self.savings, policy).inc(rec.savings_usd)
+
+    async def serve(self, host: str, port: int) -> Callable[[], Awaitable[None]]:
+        """Serve GET /metrics on a port of its own (as well as on the API's port); returns the stopper.
+        Several workers share the port (SO_REUSEPORT); any of them answers for all."""
+        from aiohttp import web
+
+        async def handler(_: web.Request) -> web.Response:
+            return web.Response(body=self.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+        app = web.Application()
+        app.router.add_get("/metrics", handler)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_port=True).start()
+        return runner.cleanup
 
     def exposition(self) -> bytes:
         if multiprocess():

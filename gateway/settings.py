@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     access_log: bool = Field(True, description="One JSON line per request on stderr")
     exact_tokens: bool = Field(True, description="Count prompt tokens with tiktoken where available")
     reload_interval_s: float = Field(2.0, ge=0, description="How often the config file is checked; 0 turns it off")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Also serve /metrics on this port")
     metrics: bool = Field(True, description="Count requests in the Prometheus metrics (off only to measure their cost)")
 
     @field_validator("api_keys", mode="before")

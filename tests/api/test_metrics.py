@@ -102,3 +102,14 @@ def test_access_log_has_one_json_line_per_request_without_prompt_or_key(
     assert len(entry["key_id"]) == 8
     assert "private" not in lines[0] and "secret-key-1" not in lines[0]
     assert "Hello from the fake upstream" not in lines[0]
+
+
+def test_metrics_can_be_served_on_a_port_of_their_own(client: Client, servers: Servers) -> None:
+    from tests.fakes.servers import free_port
+
+    up = servers.upstream()
+    port = free_port()
+    base = servers.gateway(config(up.url), metrics_port=port)
+    client(base, "k").chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}])
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'nanoroute_requests_total{model="small",outcome="success",policy="direct"} 1.0' in text
