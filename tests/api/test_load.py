@@ -113,7 +113,11 @@ policies:
     if fault == "stall_mid":
         # Streams cannot switch once main sent content: they end with an error event. JSON is unaffected.
         assert answered["spare"] == 0 and errors
-        assert set(errors) <= {"stream: upstream stalled in the middle of the stream (timeouts.idle_s: 1 s)"}
+        # The idle limit (1 s) ends a stalled stream; on a loaded machine the event loop may wake up for it
+        # only after the attempt's total limit (2.5 s) passed, which then ends it instead. Either way the
+        # stall was bounded and the client got a clean error event.
+        assert set(errors) <= {"stream: upstream stalled in the middle of the stream (timeouts.idle_s: 1 s)",
+                               "stream: upstream did not finish the stream in time (timeouts.total_s)"}
     else:
         assert answered["spare"] > 0
         assert not errors, errors  # before the first byte, every failure falls back invisibly
