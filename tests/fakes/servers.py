@@ -70,34 +70,29 @@ class Servers:
 
     def upstream(self, name: str = "fake", **kwargs: Any) -> FakeUpstream:
         fake = FakeUpstream(name=name, **kwargs)
-
-        async def start() -> None:
-            # handler_cancellation: a handler whose client went away is cancelled, as in a real server,
-            # so `FakeUpstream.cancelled` counts requests the gateway abandoned.
-            runner = web.AppRunner(fake.app(), handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            fake.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self._runners.append(runner)
-
-        self.loop.run(start())
+        fake.port = self._serve(fake.app())
         return fake
 
     def anthropic(self, **kwargs: Any) -> FakeAnthropic:
         """A fake Anthropic Messages API; its `url` is the API base (without /v1)."""
         fake = FakeAnthropic(**kwargs)
+        fake.port = self._serve(fake.app())
+        return fake
 
-        async def start() -> None:
-            runner = web.AppRunner(fake.app(), handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True)
+    def _serve(self, app: web.Application) -> int:
+        """Serve an aiohttp app on a free loopback port (stopped in `close`); returns the port."""
+
+        async def start() -> int:
+            # handler_cancellation: a handler whose client went away is cancelled, as in a real server,
+            # so a fake's `cancelled` counts requests the gateway abandoned.
+            runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
-            fake.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             self._runners.append(runner)
+            return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
-        self.loop.run(start())
-        return fake
+        return self.loop.run(start())
 
     def gateway(self, config: str, **settings: Any) -> str:
         """Start a gateway on `config` (YAML text); returns its base URL (with /v1)."""
