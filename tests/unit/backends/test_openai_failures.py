@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,27 +22,9 @@ from gateway.errors import (
 )
 from gateway.routing.request import Operation
 from tests.fakes.servers import Servers, free_port
+from tests.unit.backends.conftest import Make
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-Make = Callable[..., OpenAIBackend]
-
-
-@pytest.fixture
-def make(servers: Servers) -> Iterator[Make]:
-    started: list[OpenAIBackend] = []
-
-    def build(url: str, extra: str = "") -> OpenAIBackend:
-        table = load_text(f"backends:\n  b: {{type: openai, url: {url}{extra}}}\nmodels:\n  m: {{backend: b}}\n")
-        backend = OpenAIBackend("b", table.config.backends["b"])  # type: ignore[arg-type]
-        servers.loop.run(backend.start())
-        started.append(backend)
-        return backend
-
-    yield build
-    for backend in started:
-        servers.loop.run(backend.close())
-
-
 def attempt(body: dict[str, Any] = CHAT, deadline_in: float | None = None) -> Attempt:
     table = load_text("backends:\n  b: {type: openai, url: http://x}\nmodels:\n  m: {backend: b}\n")
     deadline = None if deadline_in is None else asyncio.get_running_loop().time() + deadline_in

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from gateway.errors import UpstreamError, UpstreamMalformed, UpstreamServerError
 from gateway.routing.request import Operation
 from tests.api.support import wait_until
 from tests.fakes.servers import Servers
+from tests.unit.backends.conftest import Make
 
 STREAM = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
@@ -60,25 +60,6 @@ def test_an_error_event_is_reported_with_its_body() -> None:
     with pytest.raises(ErrorEvent) as info:
         has_content(event({"error": {"message": "boom", "code": 500}}))
     assert info.value.obj == {"error": {"message": "boom", "code": 500}}
-
-
-Make = Callable[..., OpenAIBackend]
-
-
-@pytest.fixture
-def make(servers: Servers) -> Iterator[Make]:
-    started: list[OpenAIBackend] = []
-
-    def build(url: str, timeouts: str = "") -> OpenAIBackend:
-        table = load_text(f"backends:\n  b: {{type: openai, url: {url}{timeouts}}}\nmodels:\n  m: {{backend: b}}\n")
-        backend = OpenAIBackend("b", table.config.backends["b"])  # type: ignore[arg-type]
-        servers.loop.run(backend.start())
-        started.append(backend)
-        return backend
-
-    yield build
-    for backend in started:
-        servers.loop.run(backend.close())
 
 
 def attempt(deadline: float | None = None) -> Attempt:
