@@ -34,6 +34,7 @@ from gateway.errors import (
     UpstreamTimeout,
     error_body,
 )
+from gateway.reliability.limits import attempt_limit
 from gateway.routing.request import Operation
 
 # Fields of an OpenAI request that are the gateway's, or that litellm takes under another name.
@@ -96,18 +97,11 @@ class LitellmBackend:
             kwargs["input"] = body["input"]
         return kwargs
 
-    def _limit(self, attempt: Attempt) -> tuple[float, str]:
-        loop = asyncio.get_running_loop()
-        total = loop.time() + self._total_s
-        if attempt.deadline is not None and attempt.deadline < total:
-            return attempt.deadline, "deadline"
-        return total, "total"
-
     async def call(self, attempt: Attempt) -> Reply:
         lit = self._litellm
         fn = {Operation.CHAT: lit.acompletion, Operation.COMPLETIONS: lit.atext_completion,
               Operation.EMBEDDINGS: lit.aembedding}[attempt.op]
-        limit, phase = self._limit(attempt)
+        limit, phase = attempt_limit(asyncio.get_running_loop().time(), self._total_s, attempt.deadline)
         try:
             async with asyncio.timeout_at(limit):
                 response = await fn(**self._kwargs(attempt))
@@ -131,7 +125,7 @@ class LitellmBackend:
                                    status=400, body=body)
         lit = self._litellm
         fn = lit.acompletion if attempt.op is Operation.CHAT else lit.atext_completion
-        hard, hard_phase = self._limit(attempt)
+        hard, hard_phase = attempt_limit(asyncio.get_running_loop().time(), self._total_s, attempt.deadline)
         loop = asyncio.get_running_loop()
         first = min(hard, loop.time() + self._ttft_s)
         first_phase = "first_token" if first < hard else hard_phase

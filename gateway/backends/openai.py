@@ -40,6 +40,7 @@ from gateway.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
+from gateway.reliability.limits import attempt_limit
 
 # Lower-cased fragments of a context-window error's message or code: OpenAI ("This model's maximum
 # context length is ...", code context_length_exceeded), vLLM ("... maximum context length ...",
@@ -107,17 +108,10 @@ class OpenAIBackend:
         # A request that started before a reload may carry an index from the previous replica list.
         return self._urls[replica % self.replicas] + attempt.op.value
 
-    def _limit(self, start: float, deadline: float | None) -> tuple[float, str]:
-        """The attempt's hard limit on the loop clock, and which setting it comes from."""
-        total = start + self._total_s
-        if deadline is not None and deadline < total:
-            return deadline, "deadline"
-        return total, "total"
-
     async def call(self, attempt: Attempt) -> Reply:
         assert self._session is not None, "backend used before start()"
         headers = {**self._headers, "x-request-id": attempt.request_id}
-        limit, phase = self._limit(asyncio.get_running_loop().time(), attempt.deadline)
+        limit, phase = attempt_limit(asyncio.get_running_loop().time(), self._total_s, attempt.deadline)
         try:
             async with asyncio.timeout_at(limit):
                 with self._translate(attempt):
@@ -143,7 +137,7 @@ class OpenAIBackend:
         assert self._session is not None, "backend used before start()"
         headers = {**self._headers, "x-request-id": attempt.request_id}
         start = asyncio.get_running_loop().time()
-        hard, hard_phase = self._limit(start, attempt.deadline)
+        hard, hard_phase = attempt_limit(start, self._total_s, attempt.deadline)
         first, first_phase = (start + self._ttft_s, "first_token")
         if hard <= first:
             first, first_phase = hard, hard_phase
