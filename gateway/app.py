@@ -26,7 +26,7 @@ from gateway import __version__, accesslog
 from gateway.api import admin, health, metrics, models
 from gateway.api.proxy import ROUTES, Receive, Scope, Send, handle
 from gateway.auth import KeyCheck
-from gateway.backends import Backend, build_backend
+from gateway.backends import Backend, VllmBackend, VllmHooks, build_backend
 from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
 from gateway.config.watcher import Reloader
@@ -61,6 +61,7 @@ class Gateway:
         self.inflight = InFlight(self.metrics.in_flight)
         self.health = Health(self.metrics.circuit_open, self.metrics.replica_up)
         self.signals = Signals(exact_tokens=settings.exact_tokens)
+        self._vllm_hooks = VllmHooks(queue_wait=self._queue_wait, adapter_load=self._adapter_load)
         self._access_log = settings.access_log
         self._metrics = settings.metrics
         self._state: State | None = None
@@ -68,6 +69,15 @@ class Gateway:
         self.reloader = Reloader(settings.config_path, table, self.apply, self.metrics.reloads_result,
                                  interval_s=settings.reload_interval_s)
         self.api = _build_api(self)
+
+    def _queue_wait(self, backend: str, seconds: float) -> None:
+        self.signals.set_queue_wait(backend, seconds)
+        if self._metrics:
+            self.metrics.queue_wait.labels(backend).set(seconds)
+
+    def _adapter_load(self, backend: str, adapter: str, outcome: str) -> None:
+        if self._metrics:
+            self.metrics.adapter_loads.labels(backend, adapter, outcome).inc()
 
     def observe(self, rec: RequestRecord) -> None:
         """Called once when a request ends, whatever its outcome."""
@@ -87,8 +97,9 @@ class Gateway:
             if current is not None and old.table.config.backends[name] == spec:
                 backends[name] = current
             else:
-                backends[name] = build_backend(name, spec)
+                backends[name] = build_backend(name, spec, self._vllm_hooks)
                 await backends[name].start()
+            _route(backends[name], table)
         for warning in table.warnings:
             log.warning("config %s: %s", table.source, warning)
         self._state = State(table, backends, old.auth, old.max_body_bytes)
@@ -133,8 +144,10 @@ class Gateway:
             log.warning("NANOROUTE_API_KEYS is not set: the API is open to anyone who can reach it")
         for warning in self.table.warnings:
             log.warning("config %s: %s", self.table.source, warning)
-        backends = {name: build_backend(name, spec) for name, spec in self.table.config.backends.items()}
+        specs = self.table.config.backends
+        backends = {name: build_backend(name, spec, self._vllm_hooks) for name, spec in specs.items()}
         for backend in backends.values():
+            _route(backend, self.table)
             await backend.start()
         self._state = State(self.table, backends, auth, s.max_body_bytes)
         self.metrics.config_loaded(self.table.version, list(self.table.models))
@@ -159,6 +172,11 @@ class Gateway:
                 await backend.close()
             if multiprocess():
                 mark_process_dead(os.getpid())
+
+
+def _route(backend: Backend, table: RoutingTable) -> None:
+    if isinstance(backend, VllmBackend):
+        backend.route(table)
 
 
 async def _close_later(backends: list[Backend], grace_s: float = 600.0) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gateway import __version__
 from gateway.errors import ConfigError
@@ -26,9 +27,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate a config file offline; exit 0 when valid")
     check.add_argument("file")
 
+    adapters = sub.add_parser("adapters", help="LoRA adapters on running vLLM servers (docs/adapters.md)")
+    adapters.add_argument("action", choices=["list", "load", "unload", "sync"],
+                          help="list manifests and what each replica serves; load/unload NAME on every replica; "
+                               "sync: load what the config routes to")
+    adapters.add_argument("name", nargs="?", help="the adapter (load, unload)")
+    adapters.add_argument("--config", help="config whose vllm backends to use (NANOROUTE_CONFIG; default: embedded)")
+    adapters.add_argument("--url", action="append", default=[], help="a vLLM base URL (…/v1) instead of the config's")
+    adapters.add_argument("--dir", type=Path, help="the manifests' folder (default: the config's adapters_dir)")
+    adapters.add_argument("--prune", action="store_true", help="sync: also unload adapters the config does not route")
+
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args.file)
+    if args.command == "adapters":
+        return _adapters(parser, args)
     return _serve(args)
 
 
@@ -45,6 +58,22 @@ def _check(path: str) -> int:
     print(f"{path}: valid (version {table.version}): {len(table.config.backends)} backends, "
           f"{len(table.models)} models, {len(table.policies)} policies")
     return 0
+
+
+def _adapters(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from gateway.adapters import manage
+    from gateway.adapters.manifest import ManifestError
+    from gateway.config.loader import load_file
+    from gateway.settings import Settings
+
+    if args.action in ("load", "unload") and not args.name:
+        parser.error(f"adapters {args.action} needs the adapter's name")
+    try:
+        table = None if args.url else load_file(args.config or Settings().config_path)
+        return manage.run(args.action, manage.target(table, args.url, args.dir), sys.stdout, args.name, args.prune)
+    except (ConfigError, ManifestError) as exc:
+        print(getattr(exc, "message", str(exc)), file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ The tree::
         ├── UpstreamServerError         502 the upstream answered 5xx
         ├── UpstreamMalformed           502 the upstream answered something that is not what the protocol says
         ├── UpstreamAuthFailed          502 the upstream rejected the gateway's own credentials
+        ├── AdapterLoadFailed           502 vLLM would not load a LoRA adapter the config routes to
         ├── ContextLengthExceeded       400 the prompt does not fit this model; a larger one may take it
         ├── UpstreamRejected            4xx the upstream refused the request as such; relayed as it answered
         │   └── ContentFiltered         4xx the provider's content filter refused it; relayed as it answered
@@ -205,6 +206,14 @@ class UpstreamAuthFailed(UpstreamError):
     code = "upstream_auth_failed"
 
 
+class AdapterLoadFailed(UpstreamError):
+    """A vLLM replica would not load (or serve) a LoRA adapter: a bad path, a rank over --max-lora-rank,
+    runtime loading off. Another replica, or another model, may still answer."""
+
+    code = "adapter_load_failed"
+    retryable = True
+
+
 class ContextLengthExceeded(UpstreamError):
     status = 400
     type = "invalid_request_error"
@@ -291,6 +300,7 @@ _KIND: dict[type[UpstreamError], str] = {
     UpstreamServerError: "server_error",
     UpstreamMalformed: "malformed",
     UpstreamAuthFailed: "auth",
+    AdapterLoadFailed: "adapter_load",
     ContextLengthExceeded: "context_length",
     UpstreamRejected: "rejected",
     ContentFiltered: "content_filter",

@@ -79,6 +79,11 @@ class Metrics:
         self.in_flight = Gauge("nanoroute_in_flight_requests", "Upstream requests in flight per model",
                                ["model"], multiprocess_mode="livesum", registry=r)
         self.reloads = Counter("nanoroute_config_reloads", "Config loads by result", ["result"], registry=r)
+        self.adapter_loads = Counter("nanoroute_adapter_loads", "LoRA adapter loads on vLLM replicas by outcome",
+                                     ["backend", "adapter", "outcome"], registry=r)
+        self.queue_wait = Gauge("nanoroute_backend_queue_wait_seconds",
+                                "Expected queueing delay on the backend's least-loaded vLLM replica",
+                                ["backend"], multiprocess_mode="livemax", registry=r)
         self.config_info = Gauge("nanoroute_config_info", "1 for the config version being served",
                                  ["version"], multiprocess_mode="livemax", registry=r)
         self._version: str | None = None

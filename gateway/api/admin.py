@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from gateway.api.deps import admin, gateway
+from gateway.backends.vllm import VllmBackend
 from gateway.config.table import ModelRoute
 from gateway.errors import ConfigError
 from gateway.routing.decide import Candidate, explain
@@ -35,6 +36,14 @@ async def config(request: Request) -> dict[str, Any]:
             "problems": [{"path": path, "problem": why} for path, why in err.problems],
         },
     }
+
+
+@router.get("/backends")
+async def backends(request: Request) -> dict[str, Any]:
+    """What each vLLM backend's replicas serve (adapters included), and how busy each is."""
+    state = gateway(request).state
+    return {"backends": {name: {"type": "vllm", "queue_wait_s": b.queue_wait_s(), "replicas": b.describe()}
+                         for name, b in state.backends.items() if isinstance(b, VllmBackend)}}
 
 
 @router.post("/reload", response_model=None)
@@ -101,4 +110,5 @@ def _model(m: ModelRoute) -> dict[str, Any]:
             "input": m.input_usd_per_token * per_m, "output": m.output_usd_per_token * per_m},
         "price_source": m.price_source,
         "quality": dict(m.quality),
+        "adapter": None if m.adapter_path is None else {"path": m.adapter_path, "base_model": m.adapter_base},
     }

@@ -65,6 +65,9 @@ class Backend(Protocol):
 
     async def stream(self, attempt: Attempt) -> ReplyStream: ...
 
+    def prefer(self, model: ModelRoute) -> list[int] | None:
+        """Replica indexes, best first, for a request to `model`; None: no preference (taken in turn)."""
+
     async def probe(self, replica: int, path: str, timeout_s: float) -> bytes | None:
         """An active health check of one replica: returns (the body, for backends that read one) when it
         answers `path` with 2xx/3xx; else raises an `UpstreamError`."""

@@ -21,6 +21,7 @@ import orjson
 from gateway.backends.base import Attempt, Reply
 from gateway.backends.openai import _read_key
 from gateway.config import schema
+from gateway.config.table import ModelRoute
 from gateway.errors import (
     ContentFiltered,
     ContextLengthExceeded,
@@ -148,6 +149,9 @@ class LitellmBackend:
         except Exception as exc:
             raise self._translate(exc, attempt) from None
         return _LitellmStream(self, attempt, iterator, b"".join(held), hard, hard_phase)
+
+    def prefer(self, model: ModelRoute) -> list[int] | None:
+        return None  # one provider endpoint
 
     async def probe(self, replica: int, path: str, timeout_s: float) -> None:
         return None  # hosted providers have no health endpoint; attempts feed the circuit breaker

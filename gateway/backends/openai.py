@@ -28,6 +28,7 @@ import orjson
 from gateway.backends.base import Attempt, Reply
 from gateway.backends.stream import ErrorEvent, NotEventStream, UpstreamStream, hold
 from gateway.config import schema
+from gateway.config.table import ModelRoute
 from gateway.errors import (
     ContentFiltered,
     ContextLengthExceeded,
@@ -158,6 +159,9 @@ class OpenAIBackend:
             raise
         return UpstreamStream(resp, held, idle_s=self._idle_s, hard=hard, hard_phase=hard_phase,
                               model=attempt.model.name, backend=self.name, translate=_translated)
+
+    def prefer(self, model: ModelRoute) -> list[int] | None:
+        return None  # replicas are taken in turn
 
     async def probe(self, replica: int, path: str, timeout_s: float) -> bytes:
         assert self._session is not None, "backend used before start()"

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from gateway.adapters import manifest as manifest_mod
 from gateway.config import costmap, schema
 from gateway.config.table import DIRECT, ChainSettings, ModelRoute, PolicyRoute, RoutingTable
 from gateway.errors import ConfigError
@@ -145,11 +146,19 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
             problems.append((_at(root, ("backends", name)), "give api_key_env or api_key_file, not both"))
 
     models: dict[str, ModelRoute] = {}
+    adapters_dir = adapters_dir_of(cfg, source)
     for name, m in cfg.models.items():
         if m.backend not in cfg.backends:
             problems.append((_at(root, ("models", name, "backend")), _unknown("backend", m.backend, cfg.backends)))
             continue
-        models[name] = _model_route(name, m, cfg.backends[m.backend], warnings)
+        manifest = None
+        if m.adapter is not None:
+            try:
+                manifest = _adapter(m, cfg.backends[m.backend], adapters_dir)
+            except manifest_mod.ManifestError as exc:
+                problems.append((_at(root, ("models", name, "adapter")), str(exc)))
+                continue
+        models[name] = _model_route(name, m, cfg.backends[m.backend], warnings, manifest, adapters_dir)
 
     policies: list[PolicyRoute] = []
     seen: set[str] = set()
@@ -192,7 +201,7 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         warnings=tuple(warnings),
         pin_keys=pin_keys,
         tasks=frozenset(t for p in cfg.policies for t in (p.match.task or ()))
-        | frozenset(t for m in cfg.models.values() for t in m.quality if t != "default"),
+        | frozenset(t for m in models.values() for t in m.quality if t != "default"),
     )
 
 
@@ -232,8 +241,25 @@ def _policy_route(
     )
 
 
-def _model_route(name: str, m: schema.Model, backend: schema.Backend, warnings: list[str]) -> ModelRoute:
-    upstream = m.name or name
+def adapters_dir_of(cfg: schema.Config, source: str) -> Path:
+    """`adapters_dir`, a relative one taken from the config file's folder (the working directory for
+    a config that is not a file)."""
+    if cfg.adapters_dir.is_absolute() or source.startswith("<"):
+        return cfg.adapters_dir
+    return Path(source).parent / cfg.adapters_dir
+
+
+def _adapter(m: schema.Model, backend: schema.Backend, adapters_dir: Path) -> manifest_mod.Manifest:
+    if not isinstance(backend, schema.VllmBackend):
+        raise manifest_mod.ManifestError(f"adapters are served by vllm backends; '{m.backend}' is {backend.type}")
+    assert m.adapter is not None
+    return manifest_mod.read(manifest_mod.manifest_path(adapters_dir, m.adapter))
+
+
+def _model_route(name: str, m: schema.Model, backend: schema.Backend, warnings: list[str],
+                 manifest: manifest_mod.Manifest | None = None, adapters_dir: Path | None = None) -> ModelRoute:
+    upstream = m.name or (manifest.name if manifest is not None else name)
+    quality = {**manifest.quality(), **m.quality} if manifest is not None else dict(m.quality)
     price_in = price_out = None
     source = None
     window = m.context_window
@@ -260,10 +286,12 @@ def _model_route(name: str, m: schema.Model, backend: schema.Backend, warnings: 
         context_window=window,
         input_usd_per_token=price_in,
         output_usd_per_token=price_out,
-        quality=MappingProxyType(dict(m.quality)),
+        quality=MappingProxyType(quality),
         latency=m.latency,
         price_source=source,
         max_in_flight=m.max_in_flight,
+        adapter_path=manifest_mod.location(manifest, adapters_dir) if manifest and adapters_dir else None,
+        adapter_base=manifest.base_model if manifest is not None else None,
     )
 
 

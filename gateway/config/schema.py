@@ -118,6 +118,13 @@ class VllmBackend(_HttpBackend):
 
     type: Literal["vllm"]
     urls: Annotated[list[str], Field(min_length=1)]
+    poll_interval_s: PositiveFloat = 2.0
+    """How often each replica's /v1/models (what it serves, adapters included) and /metrics (its queue,
+    running requests and KV-cache use) are read. See docs/adapters.md."""
+    max_loras: Annotated[int, Field(ge=1)] | None = None
+    """vLLM's `--max-loras`: adapters a replica serves at once. With it, an adapter is loaded on a replica
+    with room before one without; unset, every replica counts as having room."""
+    adapter_load_timeout_s: PositiveFloat = 60.0
 
     @field_validator("urls")
     @classmethod
@@ -178,6 +185,9 @@ class Latency(Strict):
 class Model(Strict):
     backend: Name
     name: Name | None = None
+    adapter: Name | None = None
+    """vllm only: the LoRA adapter this model is, by its manifest's name (`adapters_dir`/NAME.yaml). The
+    gateway loads it on the replicas; `name` defaults to it, and `quality` to the manifest's scores."""
     context_window: Annotated[int, Field(ge=1)] | None = None
     price: Price | None = None
     hourly: Hourly | None = None
@@ -314,3 +324,5 @@ class Config(Strict):
     models: Annotated[dict[Name, Model], Field(min_length=1)]
     policies: list[Policy] = []
     pinning: Pinning = Pinning()
+    adapters_dir: Path = Path("adapters")
+    """Where adapter manifests are; a relative path is taken from the config file's folder."""

@@ -33,6 +33,10 @@ class ModelRoute:
     """Where the price came from: `config`, `hourly`, `cost_map`, or None when unknown."""
     max_in_flight: int | None = None
     """Upstream requests in flight beyond which new ones spill over to the next model (None: no cap)."""
+    adapter_path: str | None = None
+    """A LoRA adapter (`upstream_name` is its name in vLLM): where vLLM loads it from."""
+    adapter_base: str | None = None
+    """A LoRA adapter: the served name of the base model it was trained on."""
 
     def quality_for(self, task: str | None) -> float | None:
         if task is not None and task in self.quality:

@@ -205,7 +205,7 @@ class _Run(Generic[T]):
         if health is None:
             return _FREE, 0
         now = clock()
-        picked = health.force(now) if force else health.pick(now, avoid)
+        picked = health.force(now) if force else health.pick(now, avoid, self.backends[backend].prefer(model))
         if picked is not None:
             return picked
         if health.saturated(now):

@@ -28,15 +28,13 @@ from collections.abc import Mapping
 from prometheus_client import Gauge
 
 from gateway.backends.base import Backend
+from gateway.backends.vllm import VllmBackend
 from gateway.config import schema
 from gateway.config.table import RoutingTable
 from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from gateway.reliability.breaker import CLOSED, Breaker
 
 log = logging.getLogger("nanoroute")
-
-WAITING = "vllm:num_requests_waiting"
-
 
 def health_check(spec: schema.Backend) -> schema.HealthCheck | None:
     """The backend's active health check with its defaults resolved; None when off."""
@@ -151,11 +149,17 @@ class ModelHealth:
         self._turn = 0
         self._gauge = gauge
 
-    def pick(self, now: float, avoid: Slot | None = None) -> tuple[Slot, int] | None:
-        """The next slot (in turn) that may take a request now, other than `avoid`, with its probe marks;
-        None if none may."""
+    def pick(self, now: float, avoid: Slot | None = None, order: list[int] | None = None) -> tuple[Slot, int] | None:
+        """The next slot (in turn, or the first in `order`, replica indexes best first) that may take a
+        request now, other than `avoid`, with its probe marks; None if none may."""
         slots = self.slots
         n = len(slots)
+        if order is not None and len(order) == n:
+            for i in order:
+                slot = slots[i]
+                if slot is not avoid and slot.ready(now):
+                    return slot, slot.acquire(now)
+            return None
         start = self._turn
         for k in range(n):
             slot = slots[(start + k) % n]
@@ -295,25 +299,9 @@ class Health:
             replica.saturated = await self._queue(backend, replica, check) > check.max_waiting
 
     async def _queue(self, backend: Backend, replica: Replica, check: schema.HealthCheck) -> float:
-        """The replica's waiting requests from vLLM's /metrics; 0 when they cannot be read."""
-        try:
-            body = await backend.probe(replica.index, "/metrics", check.timeout_s)
-        except UpstreamError as exc:
-            log.debug("backend '%s' replica %d: no queue length: %s", replica.backend, replica.index, exc.message)
-            return 0.0
-        return waiting_requests(body or b"")
-
-
-def waiting_requests(metrics: bytes) -> float:
-    """Sum of `vllm:num_requests_waiting` samples in Prometheus' text format (one per served model)."""
-    total = 0.0
-    for line in metrics.decode("utf-8", "replace").splitlines():
-        if line.startswith(WAITING) and line[len(WAITING):len(WAITING) + 1] in ("{", " "):
-            try:
-                total += float(line.rsplit(" ", 1)[1])
-            except (IndexError, ValueError):
-                continue
-    return total
+        """The replica's waiting requests, read now from vLLM's /metrics (0 when they cannot be read)."""
+        assert isinstance(backend, VllmBackend), "max_waiting is accepted for vllm backends only"
+        return (await backend.refresh(replica.index, check.timeout_s)).waiting
 
 
 def now() -> float:

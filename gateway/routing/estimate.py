@@ -7,7 +7,9 @@
   estimates from it are pessimistic, which is the safe side for cost caps and latency SLOs.)
 - Latency: time to first token plus output tokens times time per output token, from measurements
   once the model has enough samples (p50 for ranking, p95 for `p95_latency_ms`), else from the
-  model's `latency` prior; unknown when neither exists.
+  model's `latency` prior; unknown when neither exists. Plus, for vLLM backends, the expected wait in
+  the replica's queue now (`Signals.queue_wait`, from vLLM's own metrics): measurements trail a
+  queue that is building up, this does not.
 """
 
 from __future__ import annotations
@@ -61,16 +63,19 @@ def estimate_with(model: ModelRoute, pin: int | None, pout: int, signals: Signal
 
 
 def _latency(model: ModelRoute, out: int, signals: Signals) -> tuple[float | None, float | None]:
+    queue = 1000.0 * signals.queue_wait(model.backend)
     speed = signals.speed(model.name)
     prior = model.latency
     if speed is not None and speed.tpot.p50 is not None and speed.tpot.count >= MIN_SAMPLES:
         assert speed.tpot.p95 is not None
         ttft50 = speed.ttft.p50 if speed.ttft.p50 is not None else (prior.ttft_ms / 1000 if prior else 0.0)
         ttft95 = speed.ttft.p95 if speed.ttft.p95 is not None else ttft50
-        return 1000 * (ttft50 + out * speed.tpot.p50), 1000 * (ttft95 + out * speed.tpot.p95)
+        return queue + 1000 * (ttft50 + out * speed.tpot.p50), queue + 1000 * (ttft95 + out * speed.tpot.p95)
     if prior is not None:
-        ms = prior.ttft_ms + 1000.0 * out / prior.tokens_per_s
+        ms = queue + prior.ttft_ms + 1000.0 * out / prior.tokens_per_s
         return ms, ms
+    if queue > 0:  # speed unknown, but it will be at least the wait in the queue
+        return queue, queue
     return None, None
 
 

@@ -60,6 +60,14 @@ class Signals:
         self.encoder = encoder if encoder is not None or not exact_tokens else load_encoder()
         self._speed: dict[str, ModelSpeed] = {}
         self._output: dict[tuple[str, str | None], float] = {}
+        self._queue_wait: dict[str, float] = {}
+
+    def queue_wait(self, backend: str) -> float:
+        """Seconds a new request is expected to queue on the backend before it runs (vLLM's queue)."""
+        return self._queue_wait.get(backend, 0.0)
+
+    def set_queue_wait(self, backend: str, seconds: float) -> None:
+        self._queue_wait[backend] = seconds
 
     def speed(self, model: str) -> ModelSpeed | None:
         return self._speed.get(model)

@@ -67,7 +67,9 @@ Where to look next:
   explain:  curl -s {root}/admin/explain -H {key} \\
               -H 'X-Nanoroute-Task: triage' -d {shlex.quote(body)}
   config:   curl -s {root}/admin/config -H {key}
-  vLLM:     curl -s http://127.0.0.1:8000/v1/models   (the base model and the adapter loaded at run time)
+  adapters: curl -s {root}/admin/backends -H {key}   (what each vLLM replica serves, its queue)
+            .venv/bin/nanoroute adapters list --config scripts/stack/local-stack.yaml
+  vLLM:     curl -s http://127.0.0.1:8000/v1/models   (the base model, and the adapter the gateway loaded)
   logs:     {REPO / '.stack' / 'logs'}/
   stop:     scripts/stack/down.sh""")
 

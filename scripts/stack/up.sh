@@ -2,8 +2,7 @@
 # Set up and start the local stack, then show it working:
 #   build (first run only: venvs, model, adapter; minutes)  -> scripts/stack/build.sh
 #   vLLM with LoRA on 127.0.0.1:8000                        -> scripts/stack/start-vllm.sh
-#   the demo adapter loaded at run time (stopgap)           -> scripts/stack/load-adapter.sh
-#   the gateway on 127.0.0.1:8080                           -> scripts/stack/start-gateway.sh
+#   the gateway on 127.0.0.1:8080, which loads the adapter  -> scripts/stack/start-gateway.sh
 #   a few requests through the openai SDK                   -> scripts/stack/demo.py
 # A second run reuses what the first built and starts only what is not running (seconds).
 # scripts/stack/down.sh stops it all. State: .stack/ (git-ignored), or $NANOROUTE_STACK_DIR.
@@ -15,7 +14,6 @@ here="$REPO_DIR/scripts/stack"
 started=$(date +%s)
 bash "$here/build.sh"
 bash "$here/start-vllm.sh"
-bash "$here/load-adapter.sh"
 bash "$here/start-gateway.sh"
 log "stack up in $(( $(date +%s) - started ))s: gateway http://127.0.0.1:$GATEWAY_PORT/v1, vLLM http://127.0.0.1:$VLLM_PORT/v1"
 

@@ -129,12 +129,8 @@ def vllm(built: None) -> Iterator[Vllm]:
 
 @pytest.fixture(scope="module")
 def adapter(vllm: Vllm) -> str:
-    """The demo adapter, loaded into the running vLLM at run time (vLLM starts without --lora-modules)."""
+    """The demo adapter. vLLM starts without it (no --lora-modules): the gateway loads it at run time."""
     assert ADAPTER not in vllm.models()
-    # STOPGAP, as in up.sh: until the gateway's vllm backend loads adapters itself.
-    script("load-adapter.sh", env={"VLLM_PORT": str(vllm.port)})
-    listed = vllm.models()
-    assert listed[ADAPTER]["parent"] == BASE
     return ADAPTER
 
 
@@ -142,6 +138,7 @@ def stack_config(*urls: str) -> str:
     """The gateway config of scripts/stack/local-stack.yaml, pointed at these vLLM replicas, without the
     hosted fallback: every answer here must come from vLLM."""
     config = yaml.safe_load((SCRIPTS / "local-stack.yaml").read_text())
+    config["adapters_dir"] = str(REPO / "adapters")
     config["backends"] = {"local": {"type": "vllm", "urls": list(urls)}}
     config["models"].pop("gpt-4o-mini")
     for policy in config["policies"]:
@@ -168,6 +165,9 @@ def normalise(answer: str) -> str:
 
 def test_the_adapter_loaded_at_run_time_answers_as_trained(adapter: str, vllm: Vllm, servers: Servers) -> None:
     base_url = servers.gateway(stack_config(vllm.url), access_log=False)
+    # The gateway loads the adapter its config routes to, before any request asks for it.
+    until(lambda: ADAPTER in vllm.models(), "the gateway loading the adapter", 60)
+    assert vllm.models()[ADAPTER]["parent"] == BASE
     tuned, plain = [], []
     with client(base_url) as c:
         for messages in EVAL:
@@ -219,6 +219,22 @@ def test_streaming_through_the_gateway(adapter: str, vllm: Vllm, servers: Server
     assert usage is not None and usage.completion_tokens >= len(pieces)
     # Relayed as vLLM produced them, not buffered into one write: the chunks arrive spread over the decode.
     assert arrivals[-1] - arrivals[0] > 0.3
+
+
+def test_an_adapter_lost_behind_the_gateways_back_is_loaded_again_on_the_next_request(
+        adapter: str, vllm: Vllm, servers: Servers) -> None:
+    """As after a replica restart: vLLM no longer has the adapter, and the gateway has not polled since."""
+    config = yaml.safe_load(stack_config(vllm.url))
+    config["backends"]["local"]["poll_interval_s"] = 3600  # the first poll only: the request must notice
+    base_url = servers.gateway(yaml.safe_dump(config), access_log=False)
+    until(lambda: ADAPTER in vllm.models(), "the gateway loading the adapter", 60)
+    unloaded = httpx.post(f"{vllm.url}/unload_lora_adapter", json={"lora_name": ADAPTER}, timeout=30)
+    assert unloaded.status_code == 200 and ADAPTER not in vllm.models()
+    with client(base_url) as c:
+        answer, headers, _ = chat(c, EVAL[0][:-1], task=TASK)
+    assert (headers["x-nanoroute-model"], headers["x-nanoroute-fallbacks"]) == (ADAPTER, "0")
+    assert normalise(answer) in QUEUES
+    assert ADAPTER in vllm.models()
 
 
 def test_the_gateway_counts_the_adapters_tokens_as_vllm_does(adapter: str, vllm: Vllm, servers: Servers) -> None:

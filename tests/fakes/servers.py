@@ -20,6 +20,7 @@ from gateway.app import Gateway, create_app
 from gateway.settings import Settings
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.upstream import FakeUpstream
+from tests.fakes.vllm import FakeVllm
 
 T = TypeVar("T")
 
@@ -70,6 +71,12 @@ class Servers:
 
     def upstream(self, name: str = "fake", **kwargs: Any) -> FakeUpstream:
         fake = FakeUpstream(name=name, **kwargs)
+        fake.port = self._serve(fake.app())
+        return fake
+
+    def vllm(self, name: str = "base-model", **kwargs: Any) -> FakeVllm:
+        """A fake vLLM server (adapters API, its metrics) serving base model `name`."""
+        fake = FakeVllm(name=name, **kwargs)
         fake.port = self._serve(fake.app())
         return fake
 

@@ -98,8 +98,9 @@ class FakeUpstream:
         return web.json_response({"object": "list", "data": [{"id": self.name, "object": "model"}]})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        body = json.loads(raw)
+        return await self._handle_parsed(request, json.loads(await request.read()))
+
+    async def _handle_parsed(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         self.seen.append(Seen(request.path_qs, {k.lower(): v for k, v in request.headers.items()}, body))
         self.open_requests += 1
         try:

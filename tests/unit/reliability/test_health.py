@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.backends.openai import OpenAIBackend
+from gateway.backends import build_backend
 from gateway.config import schema
 from gateway.config.loader import load_text
 from gateway.config.table import RoutingTable
@@ -19,7 +19,7 @@ from gateway.errors import (
 )
 from gateway.metrics import Metrics
 from gateway.reliability.breaker import CLOSED, HALF_OPEN, OPEN
-from gateway.reliability.health import Health, ModelHealth, Slot, health_check, waiting_requests
+from gateway.reliability.health import Health, ModelHealth, Slot, health_check
 from tests.api.support import wait_until
 from tests.fakes.servers import Servers
 
@@ -91,18 +91,6 @@ def test_max_waiting_is_for_vllm_only() -> None:
     with pytest.raises(Exception, match="max_waiting reads vLLM's own metrics"):
         load_text("backends:\n  o: {type: openai, url: http://o/v1, health: {max_waiting: 4}}\n"
                   "models:\n  m: {backend: o}\n")
-
-
-def test_waiting_requests_sums_vllms_gauge_and_ignores_the_rest() -> None:
-    text = b"""# HELP vllm:num_requests_waiting Number of requests waiting.
-# TYPE vllm:num_requests_waiting gauge
-vllm:num_requests_waiting{engine="0",model_name="base"} 3.0
-vllm:num_requests_waiting{engine="1",model_name="base"} 2.0
-vllm:num_requests_waiting_by_reason{reason="x"} 50.0
-vllm:num_requests_running{model_name="base"} 8.0
-"""
-    assert waiting_requests(text) == 5.0
-    assert waiting_requests(b"") == 0.0
 
 
 # -- picking replicas -------------------------------------------------------------------------------------
@@ -201,7 +189,7 @@ backends:
 models:
   m: {{backend: pool}}
 """)
-    backend = OpenAIBackend("pool", t.config.backends["pool"])  # type: ignore[arg-type]
+    backend = build_backend("pool", t.config.backends["pool"])
     health = Health(metrics.circuit_open, metrics.replica_up)
     servers.loop.run(backend.start())
     servers.loop.run(health.start(t, {"pool": backend}))

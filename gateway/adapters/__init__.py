@@ -1,0 +1,1 @@
+"""LoRA adapters: their manifests, and managing them on running vLLM servers."""
