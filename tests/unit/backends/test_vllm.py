@@ -69,6 +69,9 @@ def test_concurrent_first_requests_trigger_one_load(servers: Servers, make: Make
     manifest(tmp_path)
     fake = servers.vllm(load_delay_s=0.2)
     backend, table = make(fake, extra=", poll_interval_s: 3600, health: {enabled: false}")
+    deadline = time.monotonic() + 5
+    while "triage" not in backend.states[0].loaded and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first poll loads it; then nothing polls again: the requests must load it
     backend.states[0].loaded.clear()
     fake.adapters.clear()
     fake.load_calls.clear()
@@ -150,6 +153,9 @@ def test_streams_load_the_adapter_and_count_in_flight_until_closed(servers: Serv
     manifest(tmp_path)
     fake = servers.vllm()
     backend, table = make(fake, extra=QUIET)
+    deadline = time.monotonic() + 5
+    while "triage" not in backend.states[0].loaded and time.monotonic() < deadline:
+        time.sleep(0.01)
     backend.states[0].loaded.clear()
     fake.adapters.clear()
     a = attempt(table, "triage")
