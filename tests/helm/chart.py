@@ -79,10 +79,25 @@ def env_of(deployment: Obj) -> dict[str, Obj]:
     return {e["name"]: e.get("valueFrom", {"value": e.get("value")}) for e in container(deployment).get("env", [])}
 
 
-def nanoroute_check(config_text: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """`nanoroute check` on a config, with only the given provider-key variables set."""
-    path = tmp_path / "config.yaml"
-    path.write_text(config_text)
+def write_pod_files(rendered: Rendered, root: Path) -> Path:
+    """The files the gateway pod reads, laid out under `root` as the Deployment mounts them: each of the
+    chart's ConfigMaps at its volume's mountPath. Returns the path of the config file (NANOROUTE_CONFIG)."""
+    spec = rendered.gateway["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for mount in container(rendered.gateway)["volumeMounts"]:
+        source = volumes[mount["name"]].get("configMap")
+        if source is None:
+            continue
+        folder = root / mount["mountPath"].lstrip("/")
+        folder.mkdir(parents=True)
+        for key, text in rendered.one("ConfigMap", source["name"])["data"].items():
+            (folder / key).write_text(text)
+    config: str = env_of(rendered.gateway)["NANOROUTE_CONFIG"]["value"]
+    return root / config.lstrip("/")
+
+
+def nanoroute_check(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`nanoroute check` on a config file, with only the given provider-key variables set."""
     clean = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     return subprocess.run([sys.executable, "-m", "gateway", "check", str(path)], env={**clean, **env},
                           capture_output=True, text=True, timeout=60, check=False)

@@ -13,7 +13,18 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.helm.chart import NAMESPACE, RELEASE, SCENARIOS, Obj, Rendered, env_of, load_values, nanoroute_check, render
+from tests.helm.chart import (
+    NAMESPACE,
+    RELEASE,
+    SCENARIOS,
+    Obj,
+    Rendered,
+    env_of,
+    load_values,
+    nanoroute_check,
+    render,
+    write_pod_files,
+)
 
 # The chart's oldest supported Kubernetes (Chart.yaml kubeVersion) and the newest that kubernetes-validate knows.
 KUBE_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())
@@ -29,7 +40,7 @@ CASES = [pytest.param(None, id="defaults"),
 def test_the_scenarios_are_there() -> None:
     names = {p.name for p in SCENARIOS}
     assert {"minimal-values.yaml", "vllm-values.yaml", "monitoring-values.yaml",
-            "existing-secret-values.yaml"} <= names
+            "existing-secret-values.yaml", "adapters-values.yaml"} <= names
 
 
 @pytest.fixture(params=CASES)
@@ -99,7 +110,8 @@ def test_the_rendered_config_passes_nanoroute_check(scenario: tuple[dict[str, An
         provided = {name for name, source in env_of(rendered.gateway).items() if "secretKeyRef" in source}
         if values:  # the bare defaults leave the key unset on purpose, and NOTES.txt warns about it
             assert needed <= provided, f"no providerKeys entry sets {sorted(needed - provided)}"
-    result = nanoroute_check(text, {name: "sk-test" for name in provided}, tmp_path)
+    # The config's folder and the adapter manifests' beside it, as the pod mounts them.
+    result = nanoroute_check(write_pod_files(rendered, tmp_path), {name: "sk-test" for name in provided})
     assert result.returncode == 0, result.stderr
     assert ": valid (version" in result.stdout
     if needed <= provided:

@@ -104,7 +104,72 @@ The gateway config as rendered into the ConfigMap. String values go through `tpl
 helpers above (the vLLM URL above all).
 */}}
 {{- define "nanoroute.config" -}}
-{{- tpl (toYaml .Values.config) . }}
+{{- $config := .Values.config }}
+{{- if and (include "nanoroute.adapters.enabled" .) (not (hasKey $config "adapters_dir")) }}
+{{- $config = merge (dict "adapters_dir" (include "nanoroute.adapters.dir" .)) $config }}
+{{- end }}
+{{- tpl (toYaml $config) . }}
+{{- end }}
+
+{{/*
+LoRA adapter manifests for the config's `adapter:` models: the chart's ConfigMap (from adapterManifests) or
+the operator's (existingAdapterManifestsConfigMap), mounted in a folder of its own beside the config's
+(a ConfigMap volume is a flat folder, and /etc/nanoroute is the config's). The rendered config's
+adapters_dir names it relative to the config file's folder (/etc/nanoroute): the two folders then load as
+they are wherever they are laid out side by side, in the pod or under `nanoroute check`.
+*/}}
+{{- define "nanoroute.adapters.enabled" -}}
+{{- if or .Values.adapterManifests .Values.existingAdapterManifestsConfigMap }}true{{ end }}
+{{- end }}
+
+{{- define "nanoroute.adapters.configMapName" -}}
+{{- if .Values.existingAdapterManifestsConfigMap }}
+{{- .Values.existingAdapterManifestsConfigMap }}
+{{- else }}
+{{- printf "%s-adapters" (include "nanoroute.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "nanoroute.adapters.mountPath" -}}
+/etc/nanoroute-adapters
+{{- end }}
+
+{{- define "nanoroute.adapters.dir" -}}
+../nanoroute-adapters
+{{- end }}
+
+{{/*
+Adapters that the config's models name but that adapterManifests has no manifest for, as "ADAPTER (model
+MODEL)"; empty when the chart cannot know (the config or the manifests live in the operator's ConfigMaps,
+or the config sets adapters_dir itself).
+*/}}
+{{- define "nanoroute.missingAdapterManifests" -}}
+{{- if not (or .Values.existingConfigMap .Values.existingAdapterManifestsConfigMap (hasKey .Values.config "adapters_dir")) }}
+{{- $missing := list }}
+{{- range $name, $model := .Values.config.models }}
+{{- if and (kindIs "map" $model) $model.adapter (not (hasKey $.Values.adapterManifests (toString $model.adapter))) }}
+{{- $missing = append $missing (printf "%s (model %s)" $model.adapter $name) }}
+{{- end }}
+{{- end }}
+{{- $missing | join ", " }}
+{{- end }}
+{{- end }}
+
+{{/*
+adapterManifests whose `path` is outside vLLM's adapters volume, when the chart runs vLLM: vLLM loads an
+adapter from the manifest's path as its own pods see it.
+*/}}
+{{- define "nanoroute.adaptersOutsideVllmVolume" -}}
+{{- if .Values.vllm.enabled }}
+{{- $prefix := printf "%s/" (trimSuffix "/" .Values.vllm.adapters.mountPath) }}
+{{- $outside := list }}
+{{- range $name, $manifest := .Values.adapterManifests }}
+{{- if and $manifest.path (not (hasPrefix $prefix (toString $manifest.path))) }}
+{{- $outside = append $outside (printf "%s (%s)" $name $manifest.path) }}
+{{- end }}
+{{- end }}
+{{- $outside | join ", " }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -133,6 +198,17 @@ Checks across values that values.schema.json cannot express; a failure stops the
 {{- end }}
 {{- if and .Values.vllm.enabled .Values.vllm.lora.modules (not .Values.vllm.lora.enabled) }}
 {{- fail "vllm.lora.modules needs vllm.lora.enabled" }}
+{{- end }}
+{{- if and .Values.adapterManifests .Values.existingAdapterManifestsConfigMap }}
+{{- fail "give adapterManifests or existingAdapterManifestsConfigMap, not both" }}
+{{- end }}
+{{- range $name, $manifest := .Values.adapterManifests }}
+{{- if and (hasKey $manifest "name") (ne (toString $manifest.name) $name) }}
+{{- fail (printf "adapterManifests.%s: name %q differs from its key; leave it out, the key is the name" $name (toString $manifest.name)) }}
+{{- end }}
+{{- end }}
+{{- with include "nanoroute.missingAdapterManifests" . }}
+{{- fail (printf "the config's models name adapters that adapterManifests has no manifest for: %s; the gateway would fail to load the config" .) }}
 {{- end }}
 {{- end }}
 
