@@ -23,10 +23,12 @@ from prometheus_client.multiprocess import mark_process_dead
 from starlette.exceptions import HTTPException
 
 from gateway import __version__, accesslog
-from gateway.api import admin, health, metrics, models
+from gateway.api import admin, feedback, health, metrics, models
 from gateway.api.proxy import ROUTES, Receive, Scope, Send, handle
 from gateway.auth import KeyCheck
 from gateway.backends import Backend, VllmBackend, VllmHooks, build_backend
+from gateway.capture.capture import Capture
+from gateway.capture.sink import build_sink
 from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
 from gateway.config.watcher import Reloader
@@ -61,6 +63,7 @@ class Gateway:
         self.inflight = InFlight(self.metrics.in_flight)
         self.health = Health(self.metrics.circuit_open, self.metrics.replica_up)
         self.signals = Signals(exact_tokens=settings.exact_tokens)
+        self.capture = Capture(build_sink(settings), self.metrics, settings.capture_queue)
         self._vllm_hooks = VllmHooks(queue_wait=self._queue_wait, adapter_load=self._adapter_load)
         self._access_log = settings.access_log
         self._metrics = settings.metrics
@@ -86,6 +89,8 @@ class Gateway:
         self.signals.observe(rec, self.state.table.tasks)
         if self._access_log:
             accesslog.write(rec)
+        if rec.capture is not None:
+            self.capture.offer(rec)
 
     async def apply(self, table: RoutingTable) -> None:
         """Swap in a new, valid table. Backends whose settings did not change keep their pools; the
@@ -154,6 +159,7 @@ class Gateway:
         await self.health.start(self.table, backends)
         log.info("nanoroute %s serving config %s (version %s)", __version__, self.table.source, self.table.version)
         self.reloader.start()
+        self.capture.start()
         stop_metrics = None
         if s.metrics_port is not None:
             stop_metrics = await self.metrics.serve(s.host, s.metrics_port)
@@ -166,6 +172,7 @@ class Gateway:
                 await stop_metrics()
             await self.reloader.stop()
             await self.health.stop()
+            await self.capture.stop()
             for task in self._retired:
                 task.cancel()
             for backend in self.state.backends.values():
@@ -202,6 +209,7 @@ def _build_api(gw: Gateway) -> FastAPI:
     api.include_router(health.router)
     api.include_router(metrics.router)
     api.include_router(admin.router)
+    api.include_router(feedback.router)
 
     @api.exception_handler(NanorouteError)
     async def _nanoroute_error(_: Request, exc: NanorouteError) -> Response:

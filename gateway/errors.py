@@ -13,6 +13,7 @@ The tree::
     │   ├── MethodNotAllowed            405 a proxied endpoint called with another method than POST
     │   └── PayloadTooLarge             413 body over the configured limit
     ├── PolicyUnmet                     503 no candidate meets the policy's requirements and it says `reject`
+    ├── StorageUnavailable              503 the gateway could not write what it was asked to keep (feedback)
     └── UpstreamError                   one attempt at one model failed; flags say what may help (below)
         ├── UpstreamConnectError        503 connection refused, reset or DNS failure before a response
         ├── UpstreamTimeout             504 no (complete) answer in time; `phase` says which limit
@@ -129,6 +130,12 @@ class PolicyUnmet(NanorouteError):
     status = 503
     type = "server_error"
     code = "no_eligible_model"
+
+
+class StorageUnavailable(NanorouteError):
+    status = 503
+    type = "server_error"
+    code = "storage_unavailable"
 
 
 class UpstreamError(NanorouteError):

@@ -86,6 +86,11 @@ class Metrics:
                                 ["backend"], multiprocess_mode="livemax", registry=r)
         self.config_info = Gauge("nanoroute_config_info", "1 for the config version being served",
                                  ["version"], multiprocess_mode="livemax", registry=r)
+        self.capture_written = Counter("nanoroute_capture_written", "Captured requests written, by task file set",
+                                       ["task"], registry=r)
+        self.capture_dropped = Counter("nanoroute_capture_dropped",
+                                       "Sampled requests not written: queue_full, too_large, write_error, invalid, "
+                                       "shutdown", ["reason"], registry=r)
         self._version: str | None = None
         self._children: dict[tuple[Any, ...], Any] = {}
 

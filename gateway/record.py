@@ -5,9 +5,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.config.table import ModelRoute
 from gateway.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from gateway.capture.capture import Sample
 
 NONE = "none"
 """The label value for 'no policy / no model': requests that failed before routing, or unknown names."""
@@ -53,3 +57,5 @@ class RequestRecord:
     cost_usd: float | None = None
     savings_usd: float | None = None
     error: str | None = None
+    capture: Sample | None = None
+    """Set when the policy captures and this request was sampled: it collects the answer as it goes."""

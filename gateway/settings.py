@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(2.0, ge=0, description="How often the config file is checked; 0 turns it off")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Also serve /metrics on this port")
     metrics: bool = Field(True, description="Count requests in the Prometheus metrics (off only to measure their cost)")
+    data_dir: Path = Field(Path(".nanoroute"), description="Where the gateway keeps data: captures, datasets, adapters")
+    capture_dir: Path | None = Field(None, description="Captures and feedback; default DATA_DIR/captures")
+    capture_sink: str = Field("local", description="`local` (JSONL files), or `package.module:factory` for another")
+    capture_file_bytes: int = Field(64 << 20, ge=1024, description="A capture file is closed past this size")
+    capture_max_bytes: int = Field(1 << 30, ge=1024, description="Each file set's cap; the oldest files go first")
+    capture_queue: int = Field(1024, ge=1, description="Records waiting to be written; more are dropped and counted")
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -48,3 +54,7 @@ class Settings(BaseSettings):
     @property
     def config_path(self) -> Path:
         return self.config if self.config is not None else DEFAULT_CONFIG
+
+    @property
+    def capture_path(self) -> Path:
+        return self.capture_dir if self.capture_dir is not None else self.data_dir / "captures"

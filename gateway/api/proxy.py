@@ -117,6 +117,8 @@ async def _handle(gw: Gateway, op: Operation, hdrs: _Headers, rec: RequestRecord
         await _send_error(send, rec, exc)
         return
     rec.policy, rec.reason, rec.chosen = decision.policy, decision.reason, decision.chain[0]
+    if decision.route is not None and decision.route.capture is not None:
+        rec.capture = gw.capture.sample(decision.route, req, state.table)
     gate = Gate(decision, req) if Gate.wanted(decision, req) else None
     if gate is not None and not req.stream and gate.policy.cascade and gate.policy.cascade.min_mean_logprob is not None:
         req.add_logprobs = not req.body.get("logprobs")
@@ -138,6 +140,8 @@ async def _relay_json(gw: Gateway, state: State, decision: Decision, req: Routed
         return
     rec.upstream_s = perf_counter() - t0
     reply = answered.result
+    if rec.capture is not None:
+        rec.capture.reply = reply.parsed
     _answered(rec, answered.model, answered.failures)
     usage = reply.parsed.get("usage")
     if isinstance(usage, dict):
@@ -169,12 +173,15 @@ async def _relay_stream(gw: Gateway, state: State, decision: Decision, req: Rout
     replay = gate.replay(answered.model) if gate is not None else None
     chunks: AsyncIterable[bytes] = upstream if replay is None else _once(replay)
     tap = UsageTap(strip_usage=req.add_usage)
+    sample = rec.capture
     await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *_route_headers(rec)]})
     waiting = perf_counter()
     try:
         async for chunk in chunks:
             out = tap.feed(chunk)
             if out:
+                if sample is not None:
+                    sample.feed(out)
                 if rec.first_byte_s is None:
                     now = perf_counter()
                     rec.upstream_s += now - waiting  # the upstream's own time to first token
@@ -182,6 +189,8 @@ async def _relay_stream(gw: Gateway, state: State, decision: Decision, req: Rout
                 await send({"type": "http.response.body", "body": out, "more_body": True})
         rest = tap.flush()
         if rest:
+            if sample is not None:
+                sample.feed(rest)
             await send({"type": "http.response.body", "body": rest, "more_body": True})
     except UpstreamError as exc:
         # Bytes already reached the client: no other model may answer now. End with an error event

@@ -19,8 +19,9 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.adapters import manifest as manifest_mod
+from gateway.capture.redact import Redactor
 from gateway.config import costmap, schema
-from gateway.config.table import DIRECT, ChainSettings, ModelRoute, PolicyRoute, RoutingTable
+from gateway.config.table import DIRECT, CaptureRoute, ChainSettings, ModelRoute, PolicyRoute, RoutingTable
 from gateway.errors import ConfigError
 
 Problems = list[tuple[str, str]]
@@ -185,7 +186,7 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         if p.match.model is not None:
             pattern = re.compile("|".join(fnmatch.translate(g) for g in p.match.model))
             literal_names += [g for g in p.match.model if not any(c in g for c in "*?[")]
-        policies.append(_policy_route(p, pattern, refs["candidates"], refs["fallback"]))
+        policies.append(_policy_route(p, pattern, refs["candidates"], refs["fallback"], _capture_route(p, cfg)))
     if problems:
         raise ConfigError(source, problems)
     client_models = tuple(dict.fromkeys([*models, *literal_names]))
@@ -200,6 +201,7 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         loaded_at=time.time(),
         warnings=tuple(warnings),
         pin_keys=pin_keys,
+        redactor=Redactor(cfg.capture.redact.builtin, cfg.capture.redact.patterns),
         tasks=frozenset(t for p in cfg.policies for t in (p.match.task or ()))
         | frozenset(t for m in models.values() for t in m.quality if t != "default"),
     )
@@ -207,7 +209,7 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
 
 def _policy_route(
     p: schema.Policy, pattern: re.Pattern[str] | None, candidates: tuple[ModelRoute, ...],
-    fallback: tuple[ModelRoute, ...],
+    fallback: tuple[ModelRoute, ...], capture: CaptureRoute | None = None,
 ) -> PolicyRoute:
     weights: tuple[float, ...] = ()
     if p.weights:
@@ -238,7 +240,21 @@ def _policy_route(
         cascade_regex=re.compile(cascade.regex) if cascade is not None and cascade.regex else None,
         needs_tokens=needs_tokens,
         reliability=ChainSettings.of(p.reliability),
+        capture=capture,
     )
+
+
+def _capture_route(p: schema.Policy, cfg: schema.Config) -> CaptureRoute | None:
+    """A request is filed under its task when the config names that task, else under the policy's name."""
+    if p.capture is None:
+        return None
+    tasks = p.capture.tasks or p.match.task
+    if tasks:
+        return CaptureRoute(p.capture.sample, frozenset(tasks), frozenset(tasks), p.name)
+    named = {t for q in cfg.policies for t in (q.match.task or ())}
+    named |= {t for q in cfg.policies if q.capture is not None for t in (q.capture.tasks or ())}
+    named |= {t for m in cfg.models.values() for t in m.quality if t != "default"}
+    return CaptureRoute(p.capture.sample, None, frozenset(named), p.name)
 
 
 def adapters_dir_of(cfg: schema.Config, source: str) -> Path:

@@ -278,6 +278,15 @@ class Reliability(Strict):
     """When every model is open: answer 503 with Retry-After at once, or try the least recently failed one."""
 
 
+class CapturePolicy(Strict):
+    """Record a sample of this policy's chat requests with the answers that served them (docs/configuration.md)."""
+
+    sample: Annotated[float, Field(ge=0.0, le=1.0)]
+    """The share of requests recorded, 0..1."""
+    tasks: Annotated[list[Name], Field(min_length=1)] | None = None
+    """Only requests of these tasks; every request the policy routes when unset."""
+
+
 class Policy(Strict):
     name: Name
     match: Match = Match()
@@ -294,6 +303,15 @@ class Policy(Strict):
     cascade: Cascade | None = None
     """`cascade`: the checks; the defaults when omitted."""
     reliability: Reliability = Reliability()
+    capture: CapturePolicy | None = None
+
+    @model_validator(mode="after")
+    def _capture_tasks(self) -> Policy:
+        if self.capture is not None and self.capture.tasks and self.match.task is not None:
+            never = [t for t in self.capture.tasks if t not in self.match.task]
+            if never:
+                raise ValueError(f"capture.tasks names tasks this policy never matches: {never}")
+        return self
 
     @model_validator(mode="after")
     def _strategy_settings(self) -> Policy:
@@ -319,10 +337,41 @@ class Pinning(Strict):
     """Key names or ids; `*` allows every key (and, with no keys configured, every client)."""
 
 
+BUILTIN_REDACTIONS = ("email", "phone", "key")
+
+
+class Redact(Strict):
+    """What is replaced in captured requests and answers before anything is written."""
+
+    builtin: list[Literal["email", "phone", "key"]] = list(BUILTIN_REDACTIONS)
+    """The built-in patterns: e-mail addresses, phone numbers, API keys and bearer tokens."""
+    patterns: dict[Name, str] = {}
+    """More patterns, by name: regular expressions whose matches become `[REDACTED:name]`."""
+
+    @field_validator("patterns")
+    @classmethod
+    def _regexes(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, pattern in value.items():
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern '{name}' is not a valid regular expression: {exc}") from None
+            if compiled.match(""):
+                raise ValueError(f"pattern '{name}' matches the empty string")
+        return value
+
+
+class Capture(Strict):
+    """Gateway-wide capture settings: what policies with `capture` record is cleaned by these."""
+
+    redact: Redact = Redact()
+
+
 class Config(Strict):
     backends: Annotated[dict[Name, Backend], Field(min_length=1)]
     models: Annotated[dict[Name, Model], Field(min_length=1)]
     policies: list[Policy] = []
     pinning: Pinning = Pinning()
+    capture: Capture = Capture()
     adapters_dir: Path = Path("adapters")
     """Where adapter manifests are; a relative path is taken from the config file's folder."""

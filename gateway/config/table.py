@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway.capture.redact import Redactor
 from gateway.config import schema
 
 DIRECT = "direct"
@@ -66,6 +67,22 @@ DEFAULT_CHAIN = ChainSettings.of(schema.Reliability())
 
 
 @dataclass(frozen=True, slots=True)
+class CaptureRoute:
+    """A policy's `capture`: which of its chat requests are recorded, and under which task's file set."""
+
+    sample: float
+    tasks: frozenset[str] | None
+    """Only these tasks are recorded (None: every request of the policy)."""
+    file_sets: frozenset[str]
+    """Tasks recorded under their own name; any other request is recorded under `fallback`, so that file
+    names come only from the config, never from what a client sends."""
+    fallback: str
+
+    def file_set(self, task: str | None) -> str:
+        return task if task is not None and task in self.file_sets else self.fallback
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyRoute:
     name: str
     model_pattern: re.Pattern[str] | None
@@ -85,6 +102,7 @@ class PolicyRoute:
     needs_tokens: bool = False
     """Whether deciding needs the prompt's token count (cost, latency, context or size conditions)."""
     reliability: ChainSettings = DEFAULT_CHAIN
+    capture: CaptureRoute | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +120,5 @@ class RoutingTable:
     """Every task the config names (in matches and quality scores): the tasks worth learning about."""
     pin_keys: frozenset[str] = frozenset()
     """Client key names or ids that may pin a model with X-Nanoroute-Model; `*` for all."""
+    redactor: Redactor = field(default_factory=Redactor)
+    """What captured requests and answers are cleaned with (the config's `capture.redact`)."""

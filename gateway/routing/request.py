@@ -80,17 +80,23 @@ class RoutedRequest:
         return orjson.dumps(body)
 
 
-def parse_request(
-    op: Operation, raw: bytes, *, task_header: str | None, key_id: str | None, request_id: str,
-    pin: str | None = None,
-) -> RoutedRequest:
-    """Validate just what the gateway reads; every other field passes through as the client sent it."""
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object; raises InvalidRequest otherwise."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
+    return body
+
+
+def parse_request(
+    op: Operation, raw: bytes, *, task_header: str | None, key_id: str | None, request_id: str,
+    pin: str | None = None,
+) -> RoutedRequest:
+    """Validate just what the gateway reads; every other field passes through as the client sent it."""
+    body = json_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")

@@ -1,0 +1,200 @@
+"""Sampling on the request path, a bounded queue, and the task that writes captures off it.
+
+    proxy: rec.capture = capture.sample(route, req, table)   when the policy has `capture` (else nothing runs)
+           rec.capture.reply = parsed JSON reply              or, for a stream, rec.capture.feed(bytes) per chunk
+    app:   capture.offer(rec)                                 when the request ends: put_nowait, or drop and count
+    task:  redact, encode and write each batch in a worker thread; count what was written and dropped
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.capture.answer import from_reply, from_stream
+from gateway.capture.redact import Redactor
+from gateway.capture.sink import FEEDBACK, Sink, task_set
+from gateway.errors import StorageUnavailable
+from gateway.record import Outcome, RequestRecord
+from gateway.routing.request import Operation, RoutedRequest
+
+if TYPE_CHECKING:
+    from gateway.config.table import PolicyRoute, RoutingTable
+    from gateway.metrics import Metrics
+
+log = logging.getLogger("nanoroute")
+
+MAX_STREAM_BYTES = 4 << 20
+"""A sampled stream keeps at most this many relayed bytes; a longer one is dropped (`too_large`)."""
+BATCH = 256
+ERROR_LOG_INTERVAL_S = 60.0
+DROP_REASONS = ("queue_full", "too_large", "write_error", "invalid", "shutdown")
+
+
+class Sample:
+    """One sampled request, from the decision to the end of its answer. Holds references, copies nothing."""
+
+    __slots__ = ("at", "body", "chunks", "file_set", "redactor", "reply", "size")
+
+    def __init__(self, file_set: str, redactor: Redactor, body: dict[str, Any]) -> None:
+        self.file_set = file_set
+        self.redactor = redactor
+        self.body = body
+        self.reply: dict[str, Any] | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.at = time.time()
+
+    def feed(self, data: bytes) -> None:
+        """A stream's bytes as relayed to the client (complete events)."""
+        self.size += len(data)
+        if self.size <= MAX_STREAM_BYTES:
+            self.chunks.append(data)
+
+
+class Capture:
+    def __init__(self, sink: Sink, metrics: Metrics, queue_size: int) -> None:
+        self.sink = sink
+        self._queue: asyncio.Queue[tuple[Sample, RequestRecord]] = asyncio.Queue(queue_size)
+        self._written = metrics.capture_written
+        self._dropped = {reason: metrics.capture_dropped.labels(reason) for reason in DROP_REASONS}
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False
+        self._failed_since_log = 0
+        self._last_log = -ERROR_LOG_INTERVAL_S
+
+    # --- the request path -------------------------------------------------------------------------
+
+    @staticmethod
+    def sample(route: PolicyRoute, req: RoutedRequest, table: RoutingTable) -> Sample | None:
+        """Whether to record this request (its policy has `capture`): chat only, its tasks, its share."""
+        cap = route.capture
+        assert cap is not None
+        if req.op is not Operation.CHAT or (cap.tasks is not None and req.task not in cap.tasks):
+            return None
+        if random.random() >= cap.sample:
+            return None
+        return Sample(cap.file_set(req.task), table.redactor, req.body)
+
+    def offer(self, rec: RequestRecord) -> None:
+        """Queue a finished sampled request; never waits. Only answered requests are worth keeping."""
+        sample = rec.capture
+        if sample is None or rec.outcome != Outcome.SUCCESS or rec.model is None:
+            return
+        if sample.size > MAX_STREAM_BYTES:
+            self._dropped["too_large"].inc()
+            return
+        try:
+            self._queue.put_nowait((sample, rec))
+        except asyncio.QueueFull:
+            self._dropped["queue_full"].inc()
+
+    # --- feedback ---------------------------------------------------------------------------------
+
+    async def feedback(self, entry: dict[str, Any], redactor: Redactor) -> None:
+        """Append one feedback entry; raises StorageUnavailable when it could not be kept."""
+        line = orjson.dumps(redactor.value(entry)) + b"\n"
+        try:
+            await asyncio.to_thread(self.sink.write, FEEDBACK, [line])
+        except Exception as exc:
+            log.warning("capture: could not write feedback: %s", exc)
+            raise StorageUnavailable("The feedback could not be stored; try again later") from None
+
+    # --- the writer -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Write what is queued (for up to `grace_s`), then stop; what is left is dropped and counted."""
+        if self._task is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while (self._busy or not self._queue.empty()) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        if self._queue.qsize():
+            self._dropped["shutdown"].inc(self._queue.qsize())
+        await asyncio.to_thread(self.sink.close)
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            self._busy = True
+            try:
+                while len(batch) < BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except asyncio.QueueEmpty:
+                        break
+                await asyncio.to_thread(self._write, batch)
+            except Exception:  # a bug: keep capturing what comes next
+                log.exception("capture: writing a batch failed")
+            finally:
+                self._busy = False
+
+    def _write(self, batch: list[tuple[Sample, RequestRecord]]) -> None:
+        """In a worker thread: redact, encode, group by file set, hand to the sink."""
+        groups: dict[str, list[bytes]] = {}
+        for sample, rec in batch:
+            try:
+                line = encode(sample, rec)
+            except Exception:
+                log.exception("capture: could not encode request %s", rec.request_id)
+                self._dropped["invalid"].inc()
+                continue
+            groups.setdefault(sample.file_set, []).append(line)
+        for file_set, lines in groups.items():
+            try:
+                self.sink.write(task_set(file_set), lines)
+            except Exception as exc:
+                self._dropped["write_error"].inc(len(lines))
+                self._log_failure(file_set, exc, len(lines))
+                continue
+            self._written.labels(file_set).inc(len(lines))
+
+    def _log_failure(self, file_set: str, exc: Exception, n: int) -> None:
+        """At most one message a minute, however many batches fail."""
+        self._failed_since_log += n
+        now = time.monotonic()
+        if now - self._last_log >= ERROR_LOG_INTERVAL_S:
+            log.warning("capture: could not write to file set '%s': %s (%d record(s) dropped since the last "
+                        "message)", file_set, exc, self._failed_since_log)
+            self._last_log, self._failed_since_log = now, 0
+
+
+def encode(sample: Sample, rec: RequestRecord) -> bytes:
+    """One capture as a JSON line, its request and answer redacted. The format is in docs/configuration.md."""
+    answer, finish = from_reply(sample.reply) if sample.reply is not None else from_stream(b"".join(sample.chunks))
+    assert rec.model is not None
+    red = sample.redactor
+    record = {
+        "ts": datetime.fromtimestamp(sample.at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "request_id": rec.request_id,
+        "task": rec.task,
+        "policy": rec.policy,
+        "model": rec.model.name,
+        "upstream_model": rec.model.upstream_name,
+        "stream": rec.stream,
+        "request": red.value(sample.body),
+        "answer": red.value(answer),
+        "finish_reason": finish,
+        "usage": {"prompt_tokens": rec.prompt_tokens, "completion_tokens": rec.completion_tokens},
+        "cost_usd": rec.cost_usd,
+        "latency_s": round(rec.duration_s, 4),
+        "ttft_s": round(rec.first_byte_s, 4) if rec.stream and rec.first_byte_s is not None else None,
+        "fallbacks": len(rec.failures),
+        "client": rec.key_id,
+    }
+    return orjson.dumps(record) + b"\n"
