@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import __version__
+from gateway.distill import commands as distill
 from gateway.errors import ConfigError
 
 
@@ -37,7 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     adapters.add_argument("--dir", type=Path, help="the manifests' folder (default: the config's adapters_dir)")
     adapters.add_argument("--prune", action="store_true", help="sync: also unload adapters the config does not route")
 
+    distill.add_parser(sub)  # `nanoroute distill export|train|eval`: gateway/distill/commands.py
+
     args = parser.parse_args(argv)
+    if args.command == "distill":
+        return distill.run(args)
     if args.command == "check":
         return _check(args.file)
     if args.command == "adapters":

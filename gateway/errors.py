@@ -14,6 +14,7 @@ The tree::
     │   └── PayloadTooLarge             413 body over the configured limit
     ├── PolicyUnmet                     503 no candidate meets the policy's requirements and it says `reject`
     ├── StorageUnavailable              503 the gateway could not write what it was asked to keep (feedback)
+    ├── DistillError                    a `nanoroute distill` step cannot go on (no data, no manifest, a failed run)
     └── UpstreamError                   one attempt at one model failed; flags say what may help (below)
         ├── UpstreamConnectError        503 connection refused, reset or DNS failure before a response
         ├── UpstreamTimeout             504 no (complete) answer in time; `phase` says which limit
@@ -136,6 +137,10 @@ class StorageUnavailable(NanorouteError):
     status = 503
     type = "server_error"
     code = "storage_unavailable"
+
+
+class DistillError(NanorouteError):
+    """A `nanoroute distill` step cannot go on; the message says what is missing or what failed."""
 
 
 class UpstreamError(NanorouteError):
