@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.api.support import Client
+from tests.api.support import Client, wait_until
 from tests.fakes.servers import Servers
 
 
@@ -89,19 +89,24 @@ def test_access_log_has_one_json_line_per_request_without_prompt_or_key(
     up = servers.upstream()
     base = servers.gateway(config(up.url), api_keys="secret-key-1")
     sdk = client(base, "secret-key-1")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "nanoroute.access"]
+
     with caplog.at_level(logging.INFO, logger="nanoroute.access"):
         sdk.chat.completions.create(model="small", messages=[{"role": "user", "content": "my private prompt"}],
                                        extra_headers={"X-Request-Id": "req-42"})
-    lines = [r.getMessage() for r in caplog.records if r.name == "nanoroute.access"]
-    assert len(lines) == 1
-    entry = json.loads(lines[0])
+        # The line is written when the request ends, which may be just after the client has its answer.
+        wait_until(lambda: len(lines()) > 0)
+    assert len(lines()) == 1
+    entry = json.loads(lines()[0])
     assert entry["request_id"] == "req-42"
     assert entry["policy"] == "direct" and entry["model"] == "small" and entry["status"] == 200
     assert entry["prompt_tokens"] == 7 and entry["completion_tokens"] == 5
     assert entry["cost_usd"] == pytest.approx((7 * 1.0 + 5 * 2.0) / 1e6)
     assert len(entry["key_id"]) == 8
-    assert "private" not in lines[0] and "secret-key-1" not in lines[0]
-    assert "Hello from the fake upstream" not in lines[0]
+    assert "private" not in lines()[0] and "secret-key-1" not in lines()[0]
+    assert "Hello from the fake upstream" not in lines()[0]
 
 
 def test_metrics_can_be_served_on_a_port_of_their_own(client: Client, servers: Servers) -> None:
