@@ -37,6 +37,7 @@ from gateway.metrics import Metrics, multiprocess
 from gateway.record import RequestRecord
 from gateway.reliability.health import Health
 from gateway.reliability.inflight import InFlight
+from gateway.rollout import Rollouts
 from gateway.routing.signals import Signals
 from gateway.settings import Settings
 
@@ -64,6 +65,7 @@ class Gateway:
         self.health = Health(self.metrics.circuit_open, self.metrics.replica_up)
         self.signals = Signals(exact_tokens=settings.exact_tokens)
         self.capture = Capture(build_sink(settings), self.metrics, settings.capture_queue)
+        self.rollouts = Rollouts(self.signals, self.metrics if settings.metrics else None)
         self._vllm_hooks = VllmHooks(queue_wait=self._queue_wait, adapter_load=self._adapter_load)
         self._access_log = settings.access_log
         self._metrics = settings.metrics
@@ -91,6 +93,8 @@ class Gateway:
             accesslog.write(rec)
         if rec.capture is not None:
             self.capture.offer(rec)
+        if rec.rollout is not None:
+            self.rollouts.finish(rec, rec.rollout)
 
     async def apply(self, table: RoutingTable) -> None:
         """Swap in a new, valid table. Backends whose settings did not change keep their pools; the
@@ -111,6 +115,7 @@ class Gateway:
         self.table = table
         self.metrics.config_loaded(table.version, list(table.models))
         await self.health.start(table, backends)
+        self.rollouts.configure(table, backends)
         retired = [b for name, b in old.backends.items() if backends.get(name) is not b]
         if retired:
             self._retired.append(asyncio.get_running_loop().create_task(_close_later(retired)))
@@ -157,6 +162,7 @@ class Gateway:
         self._state = State(self.table, backends, auth, s.max_body_bytes)
         self.metrics.config_loaded(self.table.version, list(self.table.models))
         await self.health.start(self.table, backends)
+        self.rollouts.configure(self.table, backends)
         log.info("nanoroute %s serving config %s (version %s)", __version__, self.table.source, self.table.version)
         self.reloader.start()
         self.capture.start()
@@ -172,6 +178,7 @@ class Gateway:
                 await stop_metrics()
             await self.reloader.stop()
             await self.health.stop()
+            await self.rollouts.stop()
             await self.capture.stop()
             for task in self._retired:
                 task.cancel()

@@ -84,6 +84,19 @@ class Metrics:
         self.queue_wait = Gauge("nanoroute_backend_queue_wait_seconds",
                                 "Expected queueing delay on the backend's least-loaded vLLM replica",
                                 ["backend"], multiprocess_mode="livemax", registry=r)
+        self.rollout_stage = Gauge("nanoroute_rollout_stage", "1 for the stage a policy's rollout is in",
+                                   ["policy", "model", "stage"], multiprocess_mode="livemax", registry=r)
+        self.rollout_share = Gauge("nanoroute_rollout_share", "Traffic share the rolled-out model serves",
+                                   ["policy", "model"], multiprocess_mode="livemax", registry=r)
+        self.rollout_score = Gauge("nanoroute_rollout_score", "Live score of the rolled-out model in its current stage",
+                                   ["policy", "model"], multiprocess_mode="livemax", registry=r)
+        self.rollout_transitions = Counter("nanoroute_rollout_transitions", "Rollout stage changes, by stage entered",
+                                           ["policy", "model", "stage"], registry=r)
+        self.rollout_comparisons = Counter("nanoroute_rollout_comparisons",
+                                           "Answers compared off the request path, by outcome",
+                                           ["policy", "model", "outcome"], registry=r)
+        self.rollout_cost = Counter("nanoroute_rollout_mirror_cost_usd", "Spend on mirrored (shadow, audit) requests",
+                                    ["policy", "model"], registry=r)
         self.config_info = Gauge("nanoroute_config_info", "1 for the config version being served",
                                  ["version"], multiprocess_mode="livemax", registry=r)
         self.capture_written = Counter("nanoroute_capture_written", "Captured requests written, by task file set",

@@ -12,6 +12,7 @@ from gateway.errors import UpstreamError
 
 if TYPE_CHECKING:
     from gateway.capture.capture import Sample
+    from gateway.rollout import Probe
 
 NONE = "none"
 """The label value for 'no policy / no model': requests that failed before routing, or unknown names."""
@@ -59,3 +60,5 @@ class RequestRecord:
     error: str | None = None
     capture: Sample | None = None
     """Set when the policy captures and this request was sampled: it collects the answer as it goes."""
+    rollout: Probe | None = None
+    """Set when the policy has a rollout and this request's answer is compared off the request path."""

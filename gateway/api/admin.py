@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from gateway.api.deps import admin, gateway
 from gateway.backends.vllm import VllmBackend
 from gateway.config.table import ModelRoute
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, InvalidRequest
 from gateway.routing.decide import Candidate, explain
 from gateway.routing.request import Operation, parse_request
 
@@ -44,6 +45,27 @@ async def backends(request: Request) -> dict[str, Any]:
     state = gateway(request).state
     return {"backends": {name: {"type": "vllm", "queue_wait_s": b.queue_wait_s(), "replicas": b.describe()}
                          for name, b in state.backends.items() if isinstance(b, VllmBackend)}}
+
+
+@router.get("/rollouts")
+async def rollouts(request: Request) -> dict[str, Any]:
+    """Every policy's rollout: stage, share of traffic, live score, and the moves so far."""
+    return {"rollouts": gateway(request).rollouts.describe()}
+
+
+@router.post("/rollouts/{policy}")
+async def rollout_action(policy: str, request: Request) -> dict[str, Any]:
+    """`{"action": "pin", "stage": "canary", "step": 1}`, `{"action": "stop"}` or `{"action": "resume"}`."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The body must be a JSON object with an action") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object with an action")
+    step = body.get("step", 0)
+    if not isinstance(step, int):
+        raise InvalidRequest("step must be an integer", param="step")
+    return gateway(request).rollouts.act(policy, str(body.get("action")), body.get("stage"), step)
 
 
 @router.post("/reload", response_model=None)

@@ -116,6 +116,8 @@ async def _handle(gw: Gateway, op: Operation, hdrs: _Headers, rec: RequestRecord
         rec.outcome, rec.status = Outcome.CLIENT_ERROR, exc.status
         await _send_error(send, rec, exc)
         return
+    if decision.route is not None and decision.route.rollout is not None:
+        decision, rec.rollout = gw.rollouts.route(decision, req)
     rec.policy, rec.reason, rec.chosen = decision.policy, decision.reason, decision.chain[0]
     if decision.route is not None and decision.route.capture is not None:
         rec.capture = gw.capture.sample(decision.route, req, state.table)
@@ -142,6 +144,8 @@ async def _relay_json(gw: Gateway, state: State, decision: Decision, req: Routed
     reply = answered.result
     if rec.capture is not None:
         rec.capture.reply = reply.parsed
+    if rec.rollout is not None:
+        rec.rollout.reply = reply.parsed
     _answered(rec, answered.model, answered.failures)
     usage = reply.parsed.get("usage")
     if isinstance(usage, dict):
@@ -174,6 +178,7 @@ async def _relay_stream(gw: Gateway, state: State, decision: Decision, req: Rout
     chunks: AsyncIterable[bytes] = upstream if replay is None else _once(replay)
     tap = UsageTap(strip_usage=req.add_usage)
     sample = rec.capture
+    probe = rec.rollout
     await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *_route_headers(rec)]})
     waiting = perf_counter()
     try:
@@ -182,6 +187,8 @@ async def _relay_stream(gw: Gateway, state: State, decision: Decision, req: Rout
             if out:
                 if sample is not None:
                     sample.feed(out)
+                if probe is not None:
+                    probe.feed(out)
                 if rec.first_byte_s is None:
                     now = perf_counter()
                     rec.upstream_s += now - waiting  # the upstream's own time to first token
@@ -191,6 +198,8 @@ async def _relay_stream(gw: Gateway, state: State, decision: Decision, req: Rout
         if rest:
             if sample is not None:
                 sample.feed(rest)
+            if probe is not None:
+                probe.feed(rest)
             await send({"type": "http.response.body", "body": rest, "more_body": True})
     except UpstreamError as exc:
         # Bytes already reached the client: no other model may answer now. End with an error event

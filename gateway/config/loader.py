@@ -21,7 +21,15 @@ from pydantic import ValidationError
 from gateway.adapters import manifest as manifest_mod
 from gateway.capture.redact import Redactor
 from gateway.config import costmap, schema
-from gateway.config.table import DIRECT, CaptureRoute, ChainSettings, ModelRoute, PolicyRoute, RoutingTable
+from gateway.config.table import (
+    DIRECT,
+    CaptureRoute,
+    ChainSettings,
+    ModelRoute,
+    PolicyRoute,
+    RolloutRoute,
+    RoutingTable,
+)
 from gateway.errors import ConfigError
 
 Problems = list[tuple[str, str]]
@@ -186,7 +194,15 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         if p.match.model is not None:
             pattern = re.compile("|".join(fnmatch.translate(g) for g in p.match.model))
             literal_names += [g for g in p.match.model if not any(c in g for c in "*?[")]
-        policies.append(_policy_route(p, pattern, refs["candidates"], refs["fallback"], _capture_route(p, cfg)))
+        rollout = None
+        if p.rollout is not None:
+            if p.rollout.model in models:
+                rollout = RolloutRoute(models[p.rollout.model], p.rollout)
+            elif p.rollout.model not in cfg.models:
+                problems.append((_at(root, ("policies", i, "rollout", "model")),
+                                 _unknown("model", p.rollout.model, cfg.models)))
+        policies.append(_policy_route(p, pattern, refs["candidates"], refs["fallback"], _capture_route(p, cfg),
+                                      rollout))
     if problems:
         raise ConfigError(source, problems)
     client_models = tuple(dict.fromkeys([*models, *literal_names]))
@@ -209,7 +225,7 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
 
 def _policy_route(
     p: schema.Policy, pattern: re.Pattern[str] | None, candidates: tuple[ModelRoute, ...],
-    fallback: tuple[ModelRoute, ...], capture: CaptureRoute | None = None,
+    fallback: tuple[ModelRoute, ...], capture: CaptureRoute | None = None, rollout: RolloutRoute | None = None,
 ) -> PolicyRoute:
     weights: tuple[float, ...] = ()
     if p.weights:
@@ -241,6 +257,7 @@ def _policy_route(
         needs_tokens=needs_tokens,
         reliability=ChainSettings.of(p.reliability),
         capture=capture,
+        rollout=rollout,
     )
 
 

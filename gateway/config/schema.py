@@ -287,6 +287,43 @@ class CapturePolicy(Strict):
     """Only requests of these tasks; every request the policy routes when unset."""
 
 
+class Rollout(Strict):
+    """A model earning its way into a policy's traffic: shadow, then canary, then primary, on measured
+    agreement with the answers the policy would have served (docs/flywheel.md)."""
+
+    model: Name
+    """The catalog model rolled out (typically an adapter); not one of the policy's candidates."""
+    stage: Literal["shadow", "canary", "primary"] = "shadow"
+    """Where it starts (and where a new config puts it); the gateway moves it on from there."""
+    evaluator: Literal["exact", "json_fields"] = "exact"
+    """How its answer is scored against the one the policy served: the whole label, or JSON fields."""
+    fields: list[str] = []
+    """`json_fields`: the fields compared (default: every field of the served answer)."""
+    shadow_sample: Score = 0.2
+    """The share of requests served by the others that are mirrored to it and scored."""
+    audit_sample: Score = 0.05
+    """Once it serves (canary, primary): the share of its answers checked against the policy's own first
+    choice, asked the same question off the request path."""
+    min_samples: Annotated[int, Field(ge=1)] = 50
+    """Scored answers needed in a stage (or canary step) before the next step, or a step back."""
+    window: Annotated[int, Field(ge=1)] = 200
+    """The live score is the mean of the last `window` scores of the current stage."""
+    canary_steps: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1)] = [0.1, 0.25, 0.5]
+    """Its share of traffic at each canary step, growing."""
+    auto: bool = True
+    """Move on (and back) by the measurements; false: only an operator moves it (/admin/rollouts)."""
+    max_concurrency: Annotated[int, Field(ge=1)] = 4
+    """Mirrored requests in flight at once; more are dropped and counted."""
+
+    @model_validator(mode="after")
+    def _growing(self) -> Rollout:
+        if sorted(self.canary_steps) != self.canary_steps:
+            raise ValueError("canary_steps must grow")
+        if self.window < self.min_samples:
+            raise ValueError("window must hold at least min_samples scores")
+        return self
+
+
 class Policy(Strict):
     name: Name
     match: Match = Match()
@@ -304,6 +341,7 @@ class Policy(Strict):
     """`cascade`: the checks; the defaults when omitted."""
     reliability: Reliability = Reliability()
     capture: CapturePolicy | None = None
+    rollout: Rollout | None = None
 
     @model_validator(mode="after")
     def _capture_tasks(self) -> Policy:
@@ -311,6 +349,16 @@ class Policy(Strict):
             never = [t for t in self.capture.tasks if t not in self.match.task]
             if never:
                 raise ValueError(f"capture.tasks names tasks this policy never matches: {never}")
+        return self
+
+    @model_validator(mode="after")
+    def _rollout(self) -> Policy:
+        if self.rollout is not None:
+            if self.require.min_quality is None:
+                raise ValueError("a rollout needs require.min_quality: the score it must hold to move on")
+            if self.rollout.model in self.candidates:
+                raise ValueError(f"the rollout's model '{self.rollout.model}' gets traffic through the rollout; "
+                                 "it must not be a candidate too")
         return self
 
     @model_validator(mode="after")

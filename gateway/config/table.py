@@ -83,6 +83,14 @@ class CaptureRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloutRoute:
+    """A policy's `rollout`, with its model resolved."""
+
+    model: ModelRoute
+    settings: schema.Rollout
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyRoute:
     name: str
     model_pattern: re.Pattern[str] | None
@@ -103,6 +111,7 @@ class PolicyRoute:
     """Whether deciding needs the prompt's token count (cost, latency, context or size conditions)."""
     reliability: ChainSettings = DEFAULT_CHAIN
     capture: CaptureRoute | None = None
+    rollout: RolloutRoute | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ class Decision:
     policy: str
     chain: tuple[ModelRoute, ...]
     reason: str
-    """A short fixed code: ordered, weighted, cheapest, fastest, cascade, direct, pinned, best_effort,
+    """A short fixed code: ordered, weighted, cheapest, fastest, cascade, direct, pinned, best_effort, rollout,
     or the constraint that kept the strategy's own first choice out (quality_floor, latency_slo,
     cost_cap, context_window)."""
     candidates: tuple[ModelRoute, ...]
@@ -113,7 +113,7 @@ def _matches(p: PolicyRoute, req: RoutedRequest, signals: Signals) -> bool:
 def _apply(policy: PolicyRoute, req: RoutedRequest, signals: Signals) -> Explained:
     pin = prompt_tokens(req, signals) if policy.needs_tokens else None
     pout = output_tokens(req, policy.name, signals)
-    cands = tuple(_check(estimate_with(m, pin, pout, signals), policy, req) for m in policy.candidates)
+    cands = tuple(_check(estimate_with(m, pin, pout, signals), policy, req, signals) for m in policy.candidates)
     eligible = [c for c in cands if not c.failed]
     rank = _STRATEGIES[policy.strategy]
     if eligible:
@@ -130,11 +130,14 @@ def _apply(policy: PolicyRoute, req: RoutedRequest, signals: Signals) -> Explain
     return Explained(decision, cands, req.prompt_tokens)
 
 
-def _check(e: Estimate, policy: PolicyRoute, req: RoutedRequest) -> Candidate:
-    """Unknown figures (no price, no latency, no window) do not fail a constraint; rankings put them last."""
+def _check(e: Estimate, policy: PolicyRoute, req: RoutedRequest, signals: Signals) -> Candidate:
+    """Unknown figures (no price, no latency, no window) do not fail a constraint; rankings put them last.
+    Quality measured live (a rollout's score) wins over the catalog's."""
     r = policy.require
     failed = []
-    quality = e.model.quality_for(req.task)
+    quality = signals.quality(e.model.name, req.task)
+    if quality is None:
+        quality = e.model.quality_for(req.task)
     if r.min_quality is not None and (quality is None or quality < r.min_quality):
         failed.append(QUALITY_FLOOR)
     if r.p95_latency_ms is not None and e.latency_p95_ms is not None and e.latency_p95_ms > r.p95_latency_ms:

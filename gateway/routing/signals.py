@@ -61,6 +61,7 @@ class Signals:
         self._speed: dict[str, ModelSpeed] = {}
         self._output: dict[tuple[str, str | None], float] = {}
         self._queue_wait: dict[str, float] = {}
+        self._quality: dict[tuple[str, str | None], float] = {}
 
     def queue_wait(self, backend: str) -> float:
         """Seconds a new request is expected to queue on the backend before it runs (vLLM's queue)."""
@@ -68,6 +69,13 @@ class Signals:
 
     def set_queue_wait(self, backend: str, seconds: float) -> None:
         self._queue_wait[backend] = seconds
+
+    def quality(self, model: str, task: str | None) -> float | None:
+        """The model's measured quality for the task (a rollout's live score), if any."""
+        return self._quality.get((model, task)) if self._quality else None
+
+    def set_quality(self, model: str, task: str | None, score: float) -> None:
+        self._quality[(model, task)] = score
 
     def speed(self, model: str) -> ModelSpeed | None:
         return self._speed.get(model)

@@ -1,0 +1,132 @@
+"""Rollouts through a running gateway, with the official SDK: a model shadows, goes canary, becomes
+primary on measured agreement, and falls back when its answers stop agreeing; operators see and steer it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.api.support import Client, wait_until
+from tests.fakes.servers import Servers
+from tests.fakes.upstream import FakeUpstream
+
+ADMIN = {"Authorization": "Bearer admin-key"}
+
+
+def config(teacher: FakeUpstream, student: FakeUpstream) -> str:
+    return f"""\
+backends:
+  hosted: {{type: openai, url: {teacher.url}}}
+  local: {{type: openai, url: {student.url}}}
+models:
+  large: {{backend: hosted, price: {{input: 2.5, output: 10}}, quality: {{triage: 0.95}}}}
+  small: {{backend: local, price: {{input: 0.02, output: 0.02}}}}
+policies:
+  - name: triage
+    match: {{task: triage}}
+    candidates: [large]
+    require: {{min_quality: 0.9}}
+    rollout: {{model: small, shadow_sample: 1.0, audit_sample: 1.0, min_samples: 5, window: 5,
+              canary_steps: [0.5]}}
+"""
+
+
+def ask(client: Client, base: str) -> str:
+    raw = client(base).chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": "I was charged twice"}],
+        extra_headers={"X-Nanoroute-Task": "triage"})
+    return raw.headers["x-nanoroute-model"]
+
+
+def rollout(root: str) -> dict[str, Any]:
+    data = httpx.get(f"{root}/admin/rollouts", headers=ADMIN).json()["rollouts"]
+    assert len(data) == 1
+    return data[0]  # type: ignore[no-any-return]
+
+
+def drive(client: Client, base: str, root: str, until_stage: str, limit: int = 60) -> list[str]:
+    """Send requests one by one (each mirror settles first) until the rollout reaches `until_stage`."""
+    served = []
+    for _ in range(limit):
+        if rollout(root)["stage"] == until_stage:
+            return served
+        before = rollout(root)["scored_total"]
+        served.append(ask(client, base))
+        wait_until(lambda before=before: rollout(root)["scored_total"] > before)
+    raise AssertionError(f"still {rollout(root)['stage']} after {limit} requests")
+
+
+def test_a_model_that_agrees_is_promoted_and_one_that_stops_is_sent_back(servers: Servers, client: Client) -> None:
+    teacher = servers.upstream("teacher", answer="billing")
+    student = servers.upstream("student", answer="Billing.")  # the same label, as the evaluator reads it
+    base = servers.gateway(config(teacher, student), admin_key="admin-key")
+    root = base.removesuffix("/v1")
+    assert rollout(root)["stage"] == "shadow"
+
+    served = drive(client, base, root, "canary")
+    assert set(served) == {"large"} and len(served) == 5  # min_samples, all served by the teacher
+    assert len([s for s in student.seen if s.body["model"] == "small"]) == 5  # ... and mirrored to the student
+    assert not any(s.body.get("stream") for s in student.seen)
+
+    served = drive(client, base, root, "primary")
+    assert len(served) == 5 and "small" in served  # half of them, by chance, served by the student
+    assert all(ask(client, base) == "small" for _ in range(3))
+
+    student.answer = "shipping"  # it starts to disagree: the audits catch it
+    drive(client, base, root, "shadow")
+    assert ask(client, base) == "large"
+    state = rollout(root)
+    assert [h["to"] for h in state["history"]] == ["canary[0]", "primary", "shadow"]
+    assert state["history"][-1]["why"].startswith("score 0.")
+
+    metrics = httpx.get(f"{root}/metrics").text
+    assert 'nanoroute_rollout_stage{model="small",policy="triage",stage="shadow"} 1.0' in metrics
+    assert 'nanoroute_rollout_transitions_total{model="small",policy="triage",stage="primary"} 1.0' in metrics
+    assert 'nanoroute_rollout_comparisons_total{model="small",outcome="scored",policy="triage"}' in metrics
+    assert 'nanoroute_route_decisions_total{model="small",policy="triage",reason="rollout"}' in metrics
+
+
+def test_the_measured_score_becomes_the_models_quality_for_other_policies(servers: Servers,
+                                                                          client: Client) -> None:
+    teacher, student = servers.upstream("teacher", answer="billing"), servers.upstream("student", answer="billing")
+    cheap = """  - {name: cheap, match: {model: [cheap]}, strategy: cheapest, candidates: [small, large],
+     require: {min_quality: 0.9}}
+"""
+    base = servers.gateway(config(teacher, student).replace("policies:\n", "policies:\n" + cheap),
+                           admin_key="admin-key")
+    root = base.removesuffix("/v1")
+
+    def explain() -> dict[str, Any]:
+        body = {"model": "cheap", "messages": [{"role": "user", "content": "I was charged twice"}]}
+        return httpx.post(f"{root}/admin/explain", headers={**ADMIN, "X-Nanoroute-Task": "triage"},
+                          json=body).json()  # type: ignore[no-any-return]
+
+    before = explain()
+    assert (before["choice"], before["reason"]) == ("large", "quality_floor")  # no catalog quality for small
+    drive(client, base, root, "canary")
+    after = explain()
+    assert (after["choice"], after["reason"]) == ("small", "cheapest")
+    assert after["candidates"][0]["quality"] == 1.0
+
+
+def test_operators_pin_stop_and_resume(servers: Servers, client: Client) -> None:
+    teacher, student = servers.upstream("teacher", answer="billing"), servers.upstream("student", answer="billing")
+    base = servers.gateway(config(teacher, student), admin_key="admin-key")
+    root = base.removesuffix("/v1")
+    pinned = httpx.post(f"{root}/admin/rollouts/triage", headers=ADMIN, json={"action": "pin", "stage": "primary"})
+    assert pinned.status_code == 200 and pinned.json()["stage"] == "primary" and not pinned.json()["auto"]
+    assert ask(client, base) == "small"
+    stopped = httpx.post(f"{root}/admin/rollouts/triage", headers=ADMIN, json={"action": "stop"}).json()
+    assert stopped["stage"] == "stopped"
+    mirrored = len(student.seen)
+    assert ask(client, base) == "large"
+    assert len(student.seen) == mirrored  # nothing mirrored while stopped
+    resumed = httpx.post(f"{root}/admin/rollouts/triage", headers=ADMIN, json={"action": "resume"}).json()
+    assert (resumed["stage"], resumed["auto"]) == ("shadow", True)
+
+    bad = httpx.post(f"{root}/admin/rollouts/triage", headers=ADMIN, json={"action": "jump"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "action"
+    missing = httpx.post(f"{root}/admin/rollouts/nope", headers=ADMIN, json={"action": "stop"})
+    assert missing.status_code == 404
+    assert httpx.get(f"{root}/admin/rollouts").status_code == 401
