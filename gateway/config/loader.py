@@ -6,11 +6,13 @@ all problems of a phase at once, so an operator fixes a file in one pass.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import os
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -51,7 +53,22 @@ def load_text(text: str | bytes, source: str = "<config>") -> RoutingTable:
         cfg = schema.Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(source, _validation_problems(exc, root)) from None
-    return resolve(cfg, source, hashlib.sha256(raw).hexdigest()[:12], root)
+    table = resolve(cfg, source, hashlib.sha256(raw).hexdigest()[:12], root)
+    if table.inputs:  # the manifests are part of what is serving: a change to one is a new version
+        table = dataclasses.replace(table, version=fingerprint(raw, table.inputs))
+    return table
+
+
+def fingerprint(raw: bytes, inputs: Iterable[str] = ()) -> str:
+    """A config version: the file's bytes and those of the other files it reads (adapter manifests)."""
+    h = hashlib.sha256(raw)
+    for path in inputs:
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            data = b"\0missing"
+        h.update(b"\0" + path.encode() + b"\0" + data)
+    return h.hexdigest()[:12]
 
 
 def _parse_yaml(raw: bytes, source: str) -> tuple[yaml.Node | None, Any]:
@@ -156,12 +173,14 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
 
     models: dict[str, ModelRoute] = {}
     adapters_dir = adapters_dir_of(cfg, source)
+    inputs: list[str] = []
     for name, m in cfg.models.items():
         if m.backend not in cfg.backends:
             problems.append((_at(root, ("models", name, "backend")), _unknown("backend", m.backend, cfg.backends)))
             continue
         manifest = None
         if m.adapter is not None:
+            inputs.append(str(manifest_mod.manifest_path(adapters_dir, m.adapter)))
             try:
                 manifest = _adapter(m, cfg.backends[m.backend], adapters_dir)
             except manifest_mod.ManifestError as exc:
@@ -215,6 +234,7 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         source=source,
         version=version,
         loaded_at=time.time(),
+        inputs=tuple(dict.fromkeys(inputs)),
         warnings=tuple(warnings),
         pin_keys=pin_keys,
         redactor=Redactor(cfg.capture.redact.builtin, cfg.capture.redact.patterns),

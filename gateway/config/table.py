@@ -128,6 +128,8 @@ class RoutingTable:
     tasks: frozenset[str] = frozenset()
     """Every task the config names (in matches and quality scores): the tasks worth learning about."""
     pin_keys: frozenset[str] = frozenset()
+    inputs: tuple[str, ...] = ()
+    """The other files the table was built from (adapter manifests): part of its version, and watched."""
     """Client key names or ids that may pin a model with X-Nanoroute-Model; `*` for all."""
     redactor: Redactor = field(default_factory=Redactor)
     """What captured requests and answers are cleaned with (the config's `capture.redact`)."""

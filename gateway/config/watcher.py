@@ -1,7 +1,8 @@
 """Live config edits: watch the file, validate a new version fully, then swap it in as a whole.
 
-A reload is triggered by the file changing (polled: works for plain files and for Kubernetes ConfigMap
-mounts, whose files are swapped through symlinks), by `POST /admin/reload` and by SIGHUP. A version
+A reload is triggered by the file, or an adapter manifest it reads, changing (polled: works for plain
+files and for Kubernetes ConfigMap mounts, whose files are swapped through symlinks), by
+`POST /admin/reload` and by SIGHUP. A version
 that fails to load changes nothing: the old one keeps serving, and the error is kept for
 `GET /admin/config`, logged and counted. Loading the same bytes again is a no-op.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import time
@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config.loader import load_text
+from gateway.config.loader import fingerprint, load_text
 from gateway.config.table import RoutingTable
 from gateway.errors import ConfigError
 
@@ -44,6 +44,7 @@ class Reloader:
         self._apply = apply
         self._on_result = on_result
         self._digest = current.version
+        self._inputs = current.inputs
         self._stat = self._stat_now()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -68,7 +69,7 @@ class Reloader:
             except OSError as exc:
                 self._failed(ConfigError(source, [("", f"cannot read the file: {exc.strerror or exc}")]), "", trigger)
                 raise self._as_error() from None
-            digest = hashlib.sha256(raw).hexdigest()[:12]
+            digest = fingerprint(raw, self._inputs)
             if digest == self._digest:
                 return None
             try:
@@ -77,7 +78,8 @@ class Reloader:
                 self._failed(exc, digest, trigger)
                 raise
             await self._apply(table)
-            self._digest = digest
+            self._digest, self._inputs = table.version, table.inputs
+            self._stat = self._stat_now()
             self.last_error = None
             self._on_result("success")
             log.info("config %s: version %s is now serving (%s)", source, table.version, trigger)
@@ -92,12 +94,17 @@ class Reloader:
         assert self.last_error is not None
         return ConfigError(self.last_error.source, self.last_error.problems)
 
-    def _stat_now(self) -> tuple[float, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_size, st.st_ino)
+    def _stat_now(self) -> tuple[tuple[float, int, int] | None, ...]:
+        """The config file's and its manifests' mtime, size and inode (None for one that is missing)."""
+        out = []
+        for path in (self.path, *self._inputs):
+            try:
+                st = os.stat(path)
+            except OSError:
+                out.append(None)
+                continue
+            out.append((st.st_mtime, st.st_size, st.st_ino))
+        return tuple(out)
 
     async def _watch(self) -> None:
         while True:

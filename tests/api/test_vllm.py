@@ -116,3 +116,26 @@ def test_a_long_vllm_queue_makes_a_latency_slo_spill_to_the_hosted_model(servers
 
     fake.waiting = 0
     wait_until(lambda: ask(client, base)[1]["x-nanoroute-model"] == "triage")
+
+
+def test_an_edited_manifest_is_a_new_version_and_a_broken_one_changes_nothing(servers: Servers,
+                                                                                tmp_path: Path) -> None:
+    fake = servers.vllm()
+    base = servers.gateway(stack(tmp_path, fake), reload_interval_s=0.1, admin_key="admin")
+    root, admin = base.removesuffix("/v1"), {"Authorization": "Bearer admin"}
+
+    def config() -> dict:  # type: ignore[type-arg]
+        return httpx.get(f"{root}/admin/config", headers=admin).json()  # type: ignore[no-any-return]
+
+    first = config()
+    manifest = tmp_path / "adapters" / "triage.yaml"
+    manifest.write_text(manifest.read_text().replace("adapter: 0.95", "adapter: 0.8"))  # a new `distill eval`
+    wait_until(lambda: config()["models"]["triage"]["quality"] == {"triage": 0.8})
+    second = config()
+    assert second["version"] != first["version"]
+
+    manifest.write_text("name: triage\nbase_model: [\n")
+    wait_until(lambda: config()["last_error"] is not None)
+    broken = config()
+    assert broken["version"] == second["version"]  # the previous version keeps serving
+    assert "triage.yaml" in broken["last_error"]["problems"][0]["problem"]

@@ -88,7 +88,7 @@ def test_a_manifest_change_rolls_the_pods_and_nothing_else_does(chart: helm.Char
 def test_live_reload_keeps_the_pods_when_a_manifest_changes(chart: helm.Chart) -> None:
     live = render(chart, {**WITH_MANIFESTS, "configReload": "live"})
     assert "checksum/adapters" not in pod_annotations(live)
-    assert "reads them when it loads the config (a config change or a pod restart)" in live.notes
+    assert "each gateway reloads when the kubelet updates them" in live.notes
 
 
 def test_an_existing_configmap_of_manifests_is_mounted_the_same_way(chart: helm.Chart) -> None:
