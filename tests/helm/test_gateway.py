@@ -153,3 +153,16 @@ def test_the_disruption_budget_and_network_policy_select_the_gateway_pods(chart:
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert len(rule["from"]) == 2
     assert render(chart).all("NetworkPolicy") == []
+
+
+def test_every_top_level_config_section_passes_through_the_chart(chart: helm.Chart) -> None:
+    from gateway.config.loader import load_text
+
+    config = yaml.safe_load(render(chart).config_text())
+    config["pinning"] = {"allow_keys": ["ops"]}
+    config["capture"] = {"redact": {"builtin": ["email"], "patterns": {"order": "ORD-[0-9]{6}"}}}
+    config["policies"][0]["capture"] = {"sample": 0.1}
+    rendered = yaml.safe_load(render(chart, {"config": config}).config_text())
+    table = load_text(yaml.safe_dump(rendered))
+    assert table.pin_keys == frozenset({"ops"})
+    assert table.policies[0].capture is not None
