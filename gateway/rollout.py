@@ -10,7 +10,9 @@
 
 With `auto`, the live score (the mean of the last `window` scores of the current stage) moves it: once a
 stage or canary step has `min_samples` scores, a score at or above the policy's `require.min_quality`
-takes the next step, and a score below it in canary or primary sends it back to shadow. Every move is
+takes the next step; in canary or primary, a score clearly below it sends it back to shadow: clearly,
+in that even the upper end of its 95% confidence interval is below (a model whose true score sits at
+the floor does not flap between stages on noise). Every move is
 logged, counted, and listed by `GET /admin/rollouts`; an operator can pin a stage, stop, or resume
 (`POST /admin/rollouts/{policy}`). The live score also becomes the model's measured quality for the
 request's task (`Signals.set_quality`), which `min_quality` checks and quality-aware strategies read.
@@ -26,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -55,6 +58,8 @@ STAGES = ("shadow", "canary", "primary", "stopped")
 MIRROR_TIMEOUT_S = 120.0
 MAX_STREAM_BYTES = 1 << 20
 HISTORY = 50
+Z_95 = 1.645
+"""One-sided 95%: the z of the confidence bound that must fall below min_quality to move a rollout back."""
 
 
 @dataclass(slots=True)
@@ -255,7 +260,10 @@ class Rollouts:
             elif st.stage == "canary":
                 self._move(st, "primary", 0, f"score {live:.3f} >= {st.min_quality} over {st.scored}")
         elif st.stage in ("canary", "primary"):
-            self._move(st, "shadow", 0, f"score {live:.3f} < {st.min_quality} over {st.scored}")
+            upper = upper_bound(live, len(st.window))
+            if upper < st.min_quality:
+                self._move(st, "shadow", 0, f"score {live:.3f} (at most {upper:.3f}) < {st.min_quality} "
+                                            f"over {len(st.window)}")
 
     def _move(self, st: RolloutState, stage: str, step: int, why: str) -> None:
         before = st.stage if st.stage != "canary" else f"canary[{st.step}]"
@@ -326,3 +334,14 @@ class Rollouts:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def upper_bound(mean: float, n: int, z: float = Z_95) -> float:
+    """The upper end of the one-sided 95% Wilson score interval of a mean of n scores in 0..1: what the
+    true score could still be. A rollout moves back only when even this is below its floor."""
+    if n == 0:
+        return 1.0
+    z2 = z * z
+    centre = mean + z2 / (2 * n)
+    margin = z * math.sqrt(mean * (1 - mean) / n + z2 / (4 * n * n))
+    return min(1.0, (centre + margin) / (1 + z2 / n))

@@ -9,7 +9,7 @@ import pytest
 from gateway.config.loader import load_text
 from gateway.config.table import RoutingTable
 from gateway.errors import ConfigError, InvalidRequest, NotFound
-from gateway.rollout import Rollouts, RolloutState
+from gateway.rollout import Rollouts, RolloutState, upper_bound
 from gateway.routing.decide import decide
 from gateway.routing.request import Operation, parse_request
 from gateway.routing.signals import Signals
@@ -110,9 +110,23 @@ def test_a_score_below_min_quality_sends_it_back_to_shadow(rollouts: Rollouts) -
     assert st.stage == "canary"
     scores(rollouts, 1, 0, 1, 0)
     assert (st.stage, st.share) == ("shadow", 0.0)
-    assert st.history[-1]["why"] == "score 0.500 < 0.9 over 4"
+    assert st.history[-1]["why"] == "score 0.500 (at most 0.818) < 0.9 over 4"
     scores(rollouts, 0, 0, 0, 0)
     assert st.stage == "shadow"  # a bad score in shadow only keeps it there
+
+
+def test_a_score_just_under_the_floor_is_not_enough_to_move_back(rollouts: Rollouts) -> None:
+    st = state(rollouts)
+    scores(rollouts, *[1] * 12)
+    assert st.stage == "primary"
+    scores(rollouts, 1, 1, 1, 1, 1, 1, 0)  # 6 of 7, 0.857 < 0.9: but it could well be 0.9 after 7 scores
+    assert (st.stage, st.scored) == ("primary", 7)
+    scores(rollouts, 0)  # 6 of the last 8 (the window): 0.75, at most 0.91
+    assert st.stage == "primary"
+    scores(rollouts, 0)  # 5 of 8: 0.625, at most 0.84
+    assert st.stage == "shadow"
+    assert upper_bound(6 / 7, 7) > 0.9
+    assert upper_bound(0.5, 200) < 0.6 and upper_bound(1.0, 1) == 1.0 and upper_bound(0.0, 0) == 1.0
 
 
 def test_the_live_score_becomes_the_models_measured_quality(rollouts: Rollouts) -> None:
