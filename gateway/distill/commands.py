@@ -55,6 +55,8 @@ def add_parser(sub: Any) -> None:
     tr.add_argument("--lr", type=float, default=3e-3)
     tr.add_argument("--rank", type=int, default=8)
     tr.add_argument("--alpha", type=int, default=16)
+    tr.add_argument("--target-modules", nargs="+", metavar="MODULE",
+                    help="the layers LoRA adapts, by module name (default: q_proj v_proj)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=int, help="CPU threads for torch")
     tr.add_argument("--eval", action="store_true", help="also score exact match in-process on eval.jsonl")
@@ -124,6 +126,7 @@ def _train(args: argparse.Namespace) -> int:
             "--task", args.task, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
             "--lr", str(args.lr), "--rank", str(args.rank), "--alpha", str(args.alpha), "--seed", str(args.seed)]
     argv += ["--base-name", args.base_name] if args.base_name else []
+    argv += ["--target-modules", *args.target_modules] if args.target_modules else []
     argv += ["--threads", str(args.threads)] if args.threads else []
     argv += ["--eval"] if args.eval else []
     trainer(argv, args.python)

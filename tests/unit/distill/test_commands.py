@@ -69,10 +69,12 @@ def test_train_runs_the_trainer_in_the_given_python(data_dir: Path, tmp_path: Pa
     base.mkdir(parents=True)
     (base / "config.json").write_text("{}")
     assert main(["distill", "train", "--task", "triage", "--base", str(base), "--epochs", "2", "--eval",
-                 "--python", str(fake_python)]) == 0
+                 "--target-modules", "q_proj", "o_proj", "--python", str(fake_python)]) == 0
     called = json.loads((tmp_path / "fake.json").read_text())
     argv = called["argv"]
     assert argv[:3] == ["-m", "gateway.distill.trainer", "train"]
+    assert argv[argv.index("--target-modules") + 1:][:2] == ["q_proj", "o_proj"]
+    argv = argv[:argv.index("--target-modules")] + argv[argv.index("--target-modules") + 3:]
     opts = dict(zip(argv[3::2], argv[4::2], strict=False))
     assert opts["--model"] == str(base) and opts["--epochs"] == "2" and opts["--task"] == "triage"
     assert opts["--data"] == str(dataset)
