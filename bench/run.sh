@@ -7,14 +7,17 @@
 # nanoroute: metrics and access log on (the defaults); nometrics: both off (the cost of observability);
 # litellm: LiteLLM's proxy on the same mock (installed into bench/.venv-litellm on first use).
 # Results (JSON and logs) go to bench/results/; docs/performance.md records the figures.
+# Elsewhere than in this checkout's .venv: PEERBENCH (the harness), PY (a Python with the gateway's
+# packages), NANOROUTE (the command that runs the gateway) and BENCH_OUT (where results go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 harness=${PEERBENCH:-$root/../shared/bench}
-py=$root/.venv/bin/python
-out=$root/bench/results
+py=${PY:-$root/.venv/bin/python}
+nanoroute=${NANOROUTE:-$root/.venv/bin/nanoroute}
+out=${BENCH_OUT:-$root/bench/results}
 mkdir -p "$out"
-[ -x "$py" ] || { echo "run scripts/test.sh (or pip install -e .) first: no .venv" >&2; exit 1; }
+command -v "$py" >/dev/null || { echo "run scripts/test.sh (or pip install -e .) first: no .venv" >&2; exit 1; }
 command -v wrk >/dev/null || echo "note: wrk not installed (apt-get install wrk); using the Python load engine" >&2
 engine=$(command -v wrk >/dev/null && echo wrk || echo py)
 which=${1:-all}; shift || true
@@ -29,7 +32,7 @@ run_nanoroute() {  # name, then KEY=VALUE settings for the gateway
   for kv in "$@"; do envs+=(--gateway-env "$kv"); done
   "$py" "$harness/run_peer.py" --name "$name" "${common[@]}" "${envs[@]}" \
     --gateway-config "$root/bench/nanoroute.yaml.tmpl" \
-    --gateway-cmd "$root/.venv/bin/nanoroute serve --config {config} --port {port}" \
+    --gateway-cmd "$nanoroute serve --config {config} --port {port}" \
     --out "$out/$name.json" "${extra[@]}" 2>"$out/$name.log"
 }
 
