@@ -1,7 +1,9 @@
 """Relaying an upstream event stream: pass bytes through, read usage on the way, strip it if asked.
 
 Bytes go to the client as soon as the events they hold are complete; only an incomplete event's tail
-waits for its next chunk. Only an event that carries a usage object is parsed.
+waits for its next chunk. Only an event that carries a usage object is parsed. A chunk costs one scan
+for a usage object and one search from its end for the last blank line; CRLF separators are looked for
+only in data that holds a `\r`, since each search for them runs through the whole chunk.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any
 
 import orjson
 
-_USAGE_MARKERS = (b'"usage":{', b'"usage": {')
+_USAGE_KEY = b'"usage":'
 _MAX_PENDING = 1 << 20
 
 
@@ -31,22 +33,17 @@ class UsageTap:
             self._pending = data
             return b""
         ready, self._pending = data[:end], data[end:]
-        if _USAGE_MARKERS[0] in ready or _USAGE_MARKERS[1] in ready:
-            ready = self._take_usage(ready)
-        return ready
+        at = _find_usage(ready, 0)
+        return ready if at < 0 else self._take_usage(ready, at)
 
     def flush(self) -> bytes:
         rest, self._pending = self._pending, b""
         return rest
 
-    def _take_usage(self, ready: bytes) -> bytes:
-        """Read the usage of the event(s) that carry one; cut the usage-only event if asked. Only the
-        events around a usage marker are parsed, not the whole buffer."""
-        start = 0
-        while True:
-            at = _find_usage(ready, start)
-            if at < 0:
-                return ready
+    def _take_usage(self, ready: bytes, at: int) -> bytes:
+        """Read the usage of the event(s) that carry one, the first at `at`; cut the usage-only event if
+        asked. Only the events around a usage object are parsed, not the whole buffer."""
+        while at >= 0:
             begin = _event_start(ready, at)
             end = _event_end(ready, at)
             event = ready[begin:end]
@@ -55,27 +52,40 @@ class UsageTap:
                 self.usage = obj["usage"]
                 if self.strip_usage and not obj.get("choices"):
                     ready = ready[:begin] + ready[end:]
-                    start = begin
+                    at = _find_usage(ready, begin)
                     continue
-            start = end
+            at = _find_usage(ready, end)
+        return ready
 
 
 def _find_usage(data: bytes, start: int) -> int:
-    found = [i for i in (data.find(m, start) for m in _USAGE_MARKERS) if i >= 0]
-    return min(found) if found else -1
+    """Where the next `"usage":` that holds an object is; -1 when none. OpenAI sends `"usage":null` in
+    every chunk of a stream that asked for usage: those are passed over."""
+    while (at := data.find(_USAGE_KEY, start)) >= 0:
+        start = at + len(_USAGE_KEY)
+        after = data[start:start + 2]
+        if after[:1] == b"{" or after == b" {":
+            return at
+    return -1
 
 
 def _event_start(data: bytes, at: int) -> int:
     """Where the event holding position `at` begins: just after the blank line before it."""
-    lf, crlf = data.rfind(b"\n\n", 0, at), data.rfind(b"\r\n\r\n", 0, at)
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+    lf = data.rfind(b"\n\n", 0, at)
+    begin = lf + 2 if lf >= 0 else 0
+    if b"\r" in data:
+        crlf = data.rfind(b"\r\n\r\n", 0, at)
+        begin = max(begin, crlf + 4 if crlf >= 0 else 0)
+    return begin
 
 
 def _event_end(data: bytes, at: int) -> int:
     """Where the event holding position `at` ends, its blank line included."""
-    lf, crlf = data.find(b"\n\n", at), data.find(b"\r\n\r\n", at)
-    ends = [e for e in (lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1) if e >= 0]
-    return min(ends) if ends else len(data)
+    lf = data.find(b"\n\n", at)
+    crlf = data.find(b"\r\n\r\n", at) if b"\r" in data else -1
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf + 4
+    return lf + 2 if lf >= 0 else len(data)
 
 
 def _data_of(event: bytes) -> object:
@@ -91,5 +101,9 @@ def _data_of(event: bytes) -> object:
 
 def _last_event_end(data: bytes) -> int:
     """Where the last complete event (with its blank line) ends; -1 when there is none."""
-    lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1)
+    lf = data.rfind(b"\n\n")
+    end = lf + 2 if lf >= 0 else -1
+    if b"\r" in data:
+        crlf = data.rfind(b"\r\n\r\n")
+        end = max(end, crlf + 4 if crlf >= 0 else -1)
+    return end

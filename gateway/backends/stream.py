@@ -45,13 +45,15 @@ async def hold(content: aiohttp.StreamReader) -> bytes:
     """Read until the first event with content; return every byte read so far (relayed later, as is)."""
     buf = b""
     scanned = 0
+    cr = False  # CRLF separators are searched for only once a \r was seen: each search runs to the end
     while True:
         chunk = await content.readany()
         if not chunk:
             raise NotEventStream("the upstream ended the stream before sending any content")
         buf += chunk
+        cr = cr or b"\r" in chunk
         while True:
-            end, sep = _event_end(buf, scanned)
+            end, sep = _event_end(buf, scanned, cr)
             if end < 0:
                 break
             if has_content(buf[scanned:end]):
@@ -61,9 +63,9 @@ async def hold(content: aiohttp.StreamReader) -> bytes:
             raise NotEventStream(f"no complete event in the first {MAX_HOLD} bytes")
 
 
-def _event_end(buf: bytes, start: int) -> tuple[int, int]:
+def _event_end(buf: bytes, start: int, cr: bool) -> tuple[int, int]:
     lf = buf.find(b"\n\n", start)
-    crlf = buf.find(b"\r\n\r\n", start)
+    crlf = buf.find(b"\r\n\r\n", start) if cr else -1
     if crlf >= 0 and (lf < 0 or crlf < lf):
         return crlf, 4
     return lf, 2
@@ -71,18 +73,13 @@ def _event_end(buf: bytes, start: int) -> tuple[int, int]:
 
 def has_content(event: bytes) -> bool:
     """Whether one event (without its blank line) carries content; raises for what is not OpenAI's SSE."""
-    data: list[bytes] = []
-    for line in event.splitlines():
-        if not line or line.startswith(b":"):
-            continue
-        name, _, value = line.partition(b":")
-        if name == b"data":
-            data.append(value[1:] if value.startswith(b" ") else value)
-        elif name not in _IGNORED_FIELDS:
-            raise NotEventStream(f"the upstream sent a line that is not server-sent events: {line[:80]!r}")
-    if not data:
-        return False
-    payload = b"\n".join(data)
+    payload: bytes | None
+    if event.startswith(b"data: ") and b"\n" not in event and b"\r" not in event:
+        payload = event[6:]  # one data line: what servers send
+    else:
+        payload = _data_of(event)
+        if payload is None:
+            return False
     if payload.strip() == b"[DONE]":
         return True
     try:
@@ -105,6 +102,20 @@ def has_content(event: bytes) -> bool:
         if isinstance(delta, dict) and any(delta.get(k) for k in _CONTENT_KEYS):
             return True
     return False
+
+
+def _data_of(event: bytes) -> bytes | None:
+    """The data of an event, its `data:` lines joined; None when it has none (a comment, say)."""
+    data: list[bytes] = []
+    for line in event.splitlines():
+        if not line or line.startswith(b":"):
+            continue
+        name, _, value = line.partition(b":")
+        if name == b"data":
+            data.append(value[1:] if value.startswith(b" ") else value)
+        elif name not in _IGNORED_FIELDS:
+            raise NotEventStream(f"the upstream sent a line that is not server-sent events: {line[:80]!r}")
+    return b"\n".join(data) if data else None
 
 
 class UpstreamStream:
