@@ -142,23 +142,25 @@ class OpenAIBackend:
         first, first_phase = (start + self._ttft_s, "first_token")
         if hard <= first:
             first, first_phase = hard, hard_phase
+        # Its timer bounds the opening too (the first-token limit), then the stream's idle time and hard limit.
+        stream = UpstreamStream(first=first, idle_s=self._idle_s, hard=hard, hard_phase=hard_phase,
+                                model=attempt.model.name, backend=self.name, translate=_translated)
         resp: aiohttp.ClientResponse | None = None
         try:
-            async with asyncio.timeout_at(first):
-                with self._translate(attempt):
-                    resp = await self._session.post(self._url(attempt), data=attempt.body, headers=headers)
-                    if resp.status != 200:
-                        body = await resp.read()
-                        raise self._classify(attempt, resp.status, body, resp.headers)
-                    held = await hold(resp.content)
+            with self._translate(attempt):
+                resp = await self._session.post(self._url(attempt), data=attempt.body, headers=headers)
+                if resp.status != 200:
+                    body = await resp.read()
+                    raise self._classify(attempt, resp.status, body, resp.headers)
+                held = await hold(resp.content)
         except BaseException as exc:
             if resp is not None:
                 resp.close()
-            if isinstance(exc, TimeoutError):
+            if stream.stop_opening(exc):
                 raise self._timed_out(attempt, first_phase) from None
             raise
-        return UpstreamStream(resp, held, idle_s=self._idle_s, hard=hard, hard_phase=hard_phase,
-                              model=attempt.model.name, backend=self.name, translate=_translated)
+        stream.opened(resp, held)
+        return stream
 
     def prefer(self, model: ModelRoute) -> list[int] | None:
         return None  # replicas are taken in turn

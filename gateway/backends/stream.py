@@ -5,10 +5,13 @@ end), so that a stream which fails before it (a stall, a cut, an error event, by
 fails inside `Backend.stream()`, where another model can still answer without the client noticing. A
 role-only first chunk, as vLLM sends, is not content: a stall right after it still falls back.
 
-`UpstreamStream` then yields what was held and every later chunk as it arrives. One timer per stream
-bounds it: the idle time while waiting on the upstream (not while the client is slow to take bytes)
-and the attempt's hard limit (the backend's total, or the request's deadline). The timer is re-armed
-at most once per idle period rather than per chunk, so a chunk costs a clock read and two stores.
+`UpstreamStream` then yields what was held and every later chunk as it arrives. One timer per stream,
+armed before the request goes out, bounds it: until the first content, the first-token limit (it
+cancels the opening task, as `asyncio.timeout` would); then the idle time while waiting on the
+upstream (not while the client is slow to take bytes) and the attempt's hard limit (the backend's
+total, or the request's deadline). The timer is re-armed at most once per idle period rather than per
+chunk, so a chunk costs a clock read and two stores, and a stream one timer rather than two and a
+timeout context (about 25,000 instructions, 2% of a streamed request).
 """
 
 from __future__ import annotations
@@ -119,26 +122,48 @@ def _data_of(event: bytes) -> bytes | None:
 
 
 class UpstreamStream:
-    """An upstream stream after its first content: iterate its raw bytes, then `aclose()`."""
+    """An upstream stream, made by the task that opens it before the request goes out. That task calls
+    `opened()` once the first content is held, or `stop_opening()` when opening fails; then iterate the
+    raw bytes, and `aclose()`."""
 
-    __slots__ = ("_backend", "_content", "_expired", "_hard", "_hard_phase", "_held", "_idle", "_loop",
-                 "_model", "_resp", "_timer", "_translate", "_waiting")
+    __slots__ = ("_backend", "_cancelling", "_content", "_expired", "_fired", "_first", "_hard", "_hard_phase",
+                 "_held", "_idle", "_loop", "_model", "_resp", "_task", "_timer", "_translate", "_waiting")
 
-    def __init__(self, resp: aiohttp.ClientResponse, held: bytes, *, idle_s: float, hard: float, hard_phase: str,
-                 model: str, backend: str, translate: Callable[[BaseException, str, str], UpstreamError]) -> None:
-        self._resp = resp
-        self._content = resp.content
-        self._held = held
+    _content: aiohttp.StreamReader
+
+    def __init__(self, *, first: float, idle_s: float, hard: float, hard_phase: str, model: str, backend: str,
+                 translate: Callable[[BaseException, str, str], UpstreamError]) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(self._loop)
+        assert task is not None, "a stream is opened from a task"
+        self._task, self._cancelling, self._fired = task, task.cancelling(), False
+        self._resp: aiohttp.ClientResponse | None = None
+        """None while opening."""
+        self._held = b""
+        self._first = first
         self._idle = idle_s
         self._hard, self._hard_phase = hard, hard_phase
         self._model, self._backend = model, backend
         self._translate = translate
-        self._loop = asyncio.get_running_loop()
         self._waiting = 0.0
         """When the current read began (loop clock); 0 while no read is pending."""
         self._expired: UpstreamTimeout | None = None
-        now = self._loop.time()
-        self._timer: asyncio.TimerHandle | None = self._loop.call_at(min(hard, now + idle_s), self._check)
+        # Never later than an idle period from now: a read that starts once the stream is open is then
+        # checked in time.
+        due = min(first, self._loop.time() + idle_s)
+        self._timer: asyncio.TimerHandle | None = self._loop.call_at(due, self._check)
+
+    def opened(self, resp: aiohttp.ClientResponse, held: bytes) -> None:
+        """The first content is held: from now on the timer bounds idle time and the hard limit."""
+        self._resp, self._content, self._held = resp, resp.content, held
+
+    def stop_opening(self, exc: BaseException) -> bool:
+        """Opening failed with `exc`: stop the timer; True when `exc` is the cancel of the first-token limit
+        (and nobody else's), which is then taken back so that the caller raises a timeout instead."""
+        self._stop_timer()
+        if not self._fired:
+            return False
+        return self._task.uncancel() <= self._cancelling and isinstance(exc, asyncio.CancelledError)
 
     def __aiter__(self) -> UpstreamStream:
         return self
@@ -168,6 +193,7 @@ class UpstreamStream:
 
     async def aclose(self) -> None:
         self._stop_timer()
+        assert self._resp is not None, "closed before it was opened"
         # Closing (not releasing) drops the connection, which is what cancels generation upstream
         # when the stream did not finish.
         if self._content.at_eof():
@@ -182,6 +208,13 @@ class UpstreamStream:
 
     def _check(self) -> None:
         now = self._loop.time()
+        if self._resp is None:  # still opening
+            if now >= self._first:
+                self._timer, self._fired = None, True
+                self._task.cancel()
+            else:
+                self._timer = self._loop.call_at(min(self._first, now + self._idle), self._check)
+            return
         if now >= self._hard:
             self._expire(self._hard_phase)
             return
@@ -202,4 +235,5 @@ class UpstreamStream:
         self._expired = UpstreamTimeout(why, model=self._model, backend=self._backend, phase=phase)
         # Wakes a pending read with the timeout, and drops the connection so the upstream stops generating.
         self._content.set_exception(self._expired)
+        assert self._resp is not None
         self._resp.close()

@@ -157,3 +157,48 @@ def test_total_s_bounds_a_whole_stream(servers: Servers, make: Make) -> None:
     up = servers.upstream(behaviour="slow_chunks", chunks=20, chunk_delay_s=0.1)
     _, failed, _ = read(servers, make(up.url, ", timeouts: {idle_s: 5, total_s: 0.5}"))
     assert isinstance(failed, UpstreamTimeout) and failed.phase == "total"
+
+
+def test_an_opening_slower_than_idle_s_is_bounded_by_ttft_s_alone(servers: Servers, make: Make) -> None:
+    # One timer bounds the opening and then the stream: it must neither cut a slow opening at idle_s nor
+    # leave a stall right after the first content unchecked until ttft_s.
+    up = servers.upstream(behaviour="stall_mid", delay_s=0.5)
+    got, failed, took = read(servers, make(up.url, ", timeouts: {idle_s: 0.3, ttft_s: 5}"))
+    assert b"tok0" in got
+    assert isinstance(failed, UpstreamTimeout) and failed.phase == "idle"
+    assert 0.75 < took < 1.5
+
+
+def test_a_first_token_timeout_takes_its_cancel_back(servers: Servers, make: Make) -> None:
+    # The limit cancels the opening task; the timeout raised instead must leave the task as it was, so
+    # that the request goes on to the next model.
+    backend = make(servers.upstream(behaviour="hang").url, ", timeouts: {ttft_s: 0.2}")
+
+    async def run() -> int:
+        with pytest.raises(UpstreamTimeout) as info:
+            await backend.stream(attempt())
+        assert info.value.phase == "first_token"
+        await asyncio.sleep(0.01)  # a cancel still pending would be raised here
+        task = asyncio.current_task()
+        assert task is not None
+        return task.cancelling()
+
+    assert servers.loop.run(run()) == 0
+
+
+def test_a_cancel_while_opening_stays_a_cancel(servers: Servers, make: Make) -> None:
+    # A client that goes away cancels its request while the stream opens: that is no timeout.
+    up = servers.upstream(behaviour="hang")
+    backend = make(up.url, ", timeouts: {ttft_s: 5}")
+
+    async def run() -> None:
+        opening = asyncio.ensure_future(backend.stream(attempt()))
+        while up.open_requests < 1:
+            await asyncio.sleep(0.01)
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+
+    servers.loop.run(run())
+    time.sleep(0.1)
+    assert up.open_requests == 0  # the connection was dropped
