@@ -73,14 +73,17 @@ Accept = Callable[[ModelRoute, T], Awaitable[UpstreamError | None]]
 
 async def call(decision: Decision, req: RoutedRequest, backends: Mapping[str, Backend], inflight: InFlight,
                health: Health, *, accept: Accept[Reply] | None = None) -> Answered[Reply]:
-    return await _Run[Reply](decision, req, backends, inflight, health).run(_send, accept)
+    # Annotated rather than called as _Run[Reply](...): a subscripted class's call costs 1.5 us per request.
+    run: _Run[Reply] = _Run(decision, req, backends, inflight, health)
+    return await run.run(_send, accept)
 
 
 async def open_stream(decision: Decision, req: RoutedRequest, backends: Mapping[str, Backend], inflight: InFlight,
                       health: Health, *, accept: Accept[ReplyStream] | None = None) -> Answered[ReplyStream]:
     """The first model that sends content opens the stream; it counts as in flight until `aclose()`.
     An `accept` hook that turns a stream down must `aclose()` it."""
-    return await _Run[ReplyStream](decision, req, backends, inflight, health).run(_open, accept)
+    run: _Run[ReplyStream] = _Run(decision, req, backends, inflight, health)
+    return await run.run(_open, accept)
 
 
 class _Free:
