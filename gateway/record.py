@@ -58,6 +58,9 @@ class RequestRecord:
     cost_usd: float | None = None
     savings_usd: float | None = None
     error: str | None = None
+    delivered: bool = False
+    """A stream's closing `data: [DONE]` reached the client: the answer is whole, so the client going away
+    afterwards (the official SDKs close the connection as soon as they read it) is no cancellation."""
     capture: Sample | None = None
     """Set when the policy captures and this request was sampled: it collects the answer as it goes."""
     rollout: Probe | None = None

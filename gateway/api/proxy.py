@@ -126,7 +126,7 @@ async def _handle(gw: Gateway, op: Operation, hdrs: _Headers, rec: RequestRecord
         req.add_logprobs = not req.body.get("logprobs")
     runner = _relay_stream if req.stream else _relay_json
     # The request runs to its end on the state it started with, whatever a reload swaps in meanwhile.
-    if not await _cancel_on_disconnect(receive, runner(gw, state, decision, req, rec, send, gate)):
+    if not await _cancel_on_disconnect(receive, runner(gw, state, decision, req, rec, send, gate), rec):
         rec.outcome, rec.status = Outcome.CANCELLED, 499
 
 
@@ -194,6 +194,8 @@ async def _relay_stream(gw: Gateway, state: State, decision: Decision, req: Rout
                     rec.upstream_s += now - waiting  # the upstream's own time to first token
                     rec.first_byte_s = now - rec.started
                 await send({"type": "http.response.body", "body": out, "more_body": True})
+                if b"[DONE]" in out[-16:]:  # `data: [DONE]` and its blank line (LF or CRLF) end it
+                    rec.delivered = True
         rest = tap.flush()
         if rest:
             if sample is not None:
@@ -256,11 +258,13 @@ async def _send_upstream_failure(send: Send, rec: RequestRecord, exc: AllAttempt
     await _send_error(send, rec, exc, route=True)
 
 
-async def _cancel_on_disconnect(receive: Receive, work: Awaitable[None]) -> bool:
+async def _cancel_on_disconnect(receive: Receive, work: Awaitable[None], rec: RequestRecord) -> bool:
     """Run `work`; if the client goes away first, cancel it (which closes the upstream request).
 
-    Returns False when the client went away. The watcher cancels this very task rather than running
-    `work` in a task of its own: one extra task per request instead of two.
+    Returns False when the client went away. A client that leaves once its stream's `[DONE]` reached it
+    (`rec.delivered`) had its whole answer: `work` then runs to its end (the upstream's close, the usage),
+    its last writes going nowhere. The watcher cancels this very task rather than running `work` in a
+    task of its own: one extra task per request instead of two.
     """
     me = asyncio.current_task()
     assert me is not None
@@ -270,6 +274,8 @@ async def _cancel_on_disconnect(receive: Receive, work: Awaitable[None]) -> bool
         nonlocal gone
         while (await receive())["type"] != "http.disconnect":
             pass
+        if rec.delivered:
+            return
         gone = True
         me.cancel()
 

@@ -24,6 +24,9 @@ no header). GET /health answers `health_status` (200 by default) and counts in `
 With `delay_s` set, every request waits that long before it is answered (whatever the behaviour): a
 slow upstream, for requests that must still be in flight while something else happens.
 
+With `linger_s` set, a stream waits that long after its `[DONE]` before it ends the response: the
+client has its whole answer while the upstream has not finished.
+
 With `compress` set, answers are gzip- or deflate-compressed whenever the request's Accept-Encoding
 allows it, as OpenAI's servers do.
 
@@ -57,6 +60,7 @@ class FakeUpstream:
     compress: bool = False
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0
+    linger_s: float = 0.0
     retry_after: str | None = "1"
     switch_after: int | None = None
     switch_to: str = "ok"
@@ -209,5 +213,7 @@ class FakeUpstream:
                      "usage": {"prompt_tokens": 7, "completion_tokens": self.chunks, "total_tokens": 7 + self.chunks}}
             await resp.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
+        if self.linger_s:
+            await asyncio.sleep(self.linger_s)
         await resp.write_eof()
         return resp
