@@ -95,7 +95,8 @@ class Metrics:
         self.rollout_comparisons = Counter("nanoroute_rollout_comparisons",
                                            "Answers compared off the request path, by outcome",
                                            ["policy", "model", "outcome"], registry=r)
-        self.rollout_cost = Counter("nanoroute_rollout_mirror_cost_usd", "Spend on mirrored (shadow, audit) requests",
+        self.rollout_cost = Counter("nanoroute_rollout_mirror_cost_usd",
+                                    "Spend on mirrored (shadow, audit) requests and on a judge grading them",
                                     ["policy", "model"], registry=r)
         self.config_info = Gauge("nanoroute_config_info", "1 for the config version being served",
                                  ["version"], multiprocess_mode="livemax", registry=r)

@@ -41,7 +41,7 @@ import orjson
 from gateway.backends.base import Attempt, Backend
 from gateway.capture.answer import from_reply, from_stream
 from gateway.config.table import ModelRoute, RolloutRoute, RoutingTable
-from gateway.distill.evaluate import answer_text, exact, json_fields
+from gateway.distill.evaluate import answer_text, exact, json_fields, judge_messages, judge_verdict
 from gateway.errors import InvalidRequest, NotFound, UpstreamError
 from gateway.record import Outcome, RequestRecord
 from gateway.routing.decide import Decision
@@ -95,6 +95,7 @@ class RolloutState:
                 "auto": self.auto, "score": self.score, "scored_in_stage": self.scored, "scored_total": self.total,
                 "mirroring": self.mirroring,
                 "min_quality": self.min_quality, "min_samples": s.min_samples, "evaluator": s.evaluator,
+                "judge": self.route.judge.name if self.route.judge is not None else None,
                 "history": list(self.history)}
 
 
@@ -230,9 +231,40 @@ class Rollouts:
         mirrored = answer_text(from_reply(reply.parsed)[0])
         expected, got = (mirrored, served) if probe.candidate_serves else (served, mirrored)
         s = st.route.settings
-        score = exact(expected, got) if s.evaluator == "exact" else json_fields(expected, got, s.fields or None)
+        if s.evaluator == "judge":
+            verdict = await self._judge(st, probe, expected, got, rec)
+            if verdict is None:
+                return
+            score = verdict
+        elif s.evaluator == "exact":
+            score = exact(expected, got)
+        else:
+            score = json_fields(expected, got, s.fields or None)
         self._count(st, "scored")
         self.record(st, score, rec.task)
+
+    async def _judge(self, st: RolloutState, probe: Probe, expected: str, got: str, rec: RequestRecord) -> float | None:
+        """The judge model's verdict on `got` against `expected` (1 PASS, 0 otherwise); None when the judge
+        could not be asked: that says nothing about the rolled-out model, so nothing is scored."""
+        judge = st.route.judge
+        assert judge is not None
+        backend = self._backends.get(judge.backend)
+        messages = probe.body.get("messages")
+        if backend is None or not isinstance(messages, list):
+            self._count(st, "skipped")
+            return None
+        body = {"model": judge.upstream_name, "messages": judge_messages(messages, expected, got),
+                "temperature": 0, "max_tokens": 5}
+        attempt = Attempt(Operation.CHAT, judge, orjson.dumps(body), f"{rec.request_id}-judge", None,
+                          asyncio.get_running_loop().time() + MIRROR_TIMEOUT_S)
+        try:
+            reply = await backend.call(attempt)
+        except UpstreamError as exc:
+            log.info("rollout %s: the judge %s failed: %s", st.policy, judge.name, exc.message)
+            self._count(st, "error")
+            return None
+        self._spend(st, judge, reply.parsed.get("usage"))
+        return judge_verdict(answer_text(from_reply(reply.parsed)[0]))
 
     # -- scores and stages ------------------------------------------------------------------------------
 

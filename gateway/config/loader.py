@@ -215,8 +215,12 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
             literal_names += [g for g in p.match.model if not any(c in g for c in "*?[")]
         rollout = None
         if p.rollout is not None:
+            judge = models.get(p.rollout.judge) if p.rollout.judge is not None else None
+            if p.rollout.judge is not None and p.rollout.judge not in cfg.models:
+                problems.append((_at(root, ("policies", i, "rollout", "judge")),
+                                 _unknown("model", p.rollout.judge, cfg.models)))
             if p.rollout.model in models:
-                rollout = RolloutRoute(models[p.rollout.model], p.rollout)
+                rollout = RolloutRoute(models[p.rollout.model], p.rollout, judge)
             elif p.rollout.model not in cfg.models:
                 problems.append((_at(root, ("policies", i, "rollout", "model")),
                                  _unknown("model", p.rollout.model, cfg.models)))

@@ -295,10 +295,13 @@ class Rollout(Strict):
     """The catalog model rolled out (typically an adapter); not one of the policy's candidates."""
     stage: Literal["shadow", "canary", "primary"] = "shadow"
     """Where it starts (and where a new config puts it); the gateway moves it on from there."""
-    evaluator: Literal["exact", "json_fields"] = "exact"
-    """How its answer is scored against the one the policy served: the whole label, or JSON fields."""
+    evaluator: Literal["exact", "json_fields", "judge"] = "exact"
+    """How its answer is scored against the one the policy served: the whole label, JSON fields, or (free
+    text) a `judge` model's PASS or FAIL."""
     fields: list[str] = []
     """`json_fields`: the fields compared (default: every field of the served answer)."""
+    judge: Name | None = None
+    """`judge`: the catalog model that grades each answer against the served one (a large hosted model)."""
     shadow_sample: Score = 0.2
     """The share of requests served by the others that are mirrored to it and scored."""
     audit_sample: Score = 0.05
@@ -321,6 +324,8 @@ class Rollout(Strict):
             raise ValueError("canary_steps must grow")
         if self.window < self.min_samples:
             raise ValueError("window must hold at least min_samples scores")
+        if (self.evaluator == "judge") != (self.judge is not None):
+            raise ValueError("evaluator: judge needs a judge model, and a judge model needs evaluator: judge")
         return self
 
 

@@ -88,6 +88,8 @@ class RolloutRoute:
 
     model: ModelRoute
     settings: schema.Rollout
+    judge: ModelRoute | None = None
+    """`evaluator: judge`: the model that grades the answers."""
 
 
 @dataclass(frozen=True, slots=True)

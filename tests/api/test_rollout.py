@@ -130,3 +130,49 @@ def test_operators_pin_stop_and_resume(servers: Servers, client: Client) -> None
     missing = httpx.post(f"{root}/admin/rollouts/nope", headers=ADMIN, json={"action": "stop"})
     assert missing.status_code == 404
     assert httpx.get(f"{root}/admin/rollouts").status_code == 401
+
+
+def judged(teacher: FakeUpstream, student: FakeUpstream, judge: FakeUpstream, price: str = "") -> str:
+    """`config`, with the rollout scored by model `grader` (on upstream `judge`)."""
+    return config(teacher, student).replace(
+        "  small:", f"  grader: {{backend: grading, {price}}}\n  small:").replace(
+        "  local:", f"  grading: {{type: openai, url: {judge.url}}}\n  local:").replace(
+        "canary_steps: [0.5]}", "canary_steps: [0.5], evaluator: judge, judge: grader}")
+
+
+def test_a_judge_grades_free_text_answers(servers: Servers, client: Client) -> None:
+    """Support replies differ in wording: a judge model, asked off the path, says whether the adapter's
+    answer is as good as the one served. Its PASS moves the rollout on; its FAIL holds it back."""
+    teacher = servers.upstream("teacher", answer="Sorry about the double charge: a refund is on its way.")
+    student = servers.upstream("student", answer="We refunded the second charge; sorry for the trouble.")
+    judge = servers.upstream("judge", answer="PASS")
+    base = servers.gateway(judged(teacher, student, judge, "price: {input: 5, output: 15}"), admin_key="admin-key")
+    root = base.removesuffix("/v1")
+
+    assert (rollout(root)["evaluator"], rollout(root)["judge"]) == ("judge", "grader")
+    drive(client, base, root, "canary")
+    assert rollout(root)["history"][-1]["why"].startswith("score 1.000")
+    graded = [s.body for s in judge.seen]
+    assert len(graded) == 5 and all(b["model"] == "grader" and b["temperature"] == 0 for b in graded)
+    prompt = graded[0]["messages"][-1]["content"]
+    # The reference is the answer served (the teacher's); the one graded is the student's.
+    assert prompt.index(teacher.answer) < prompt.index(student.answer)
+    assert "I was charged twice" in prompt
+    metrics = httpx.get(f"{root}/metrics").text
+    assert 'nanoroute_rollout_mirror_cost_usd_total{model="grader",policy="triage"}' in metrics
+
+    judge.answer = "FAIL: it promises a refund the reference does not."
+    drive(client, base, root, "shadow")
+    assert rollout(root)["history"][-1]["why"].startswith("score 0.")
+
+
+def test_a_judge_that_cannot_be_reached_scores_nothing(servers: Servers, client: Client) -> None:
+    teacher, student = servers.upstream("teacher", answer="a"), servers.upstream("student", answer="b")
+    judge = servers.upstream("judge", behaviour="status:500")
+    base = servers.gateway(judged(teacher, student, judge), admin_key="admin-key")
+    root = base.removesuffix("/v1")
+    for _ in range(3):
+        assert ask(client, base) == "large"
+    wait_until(lambda: 'outcome="error",policy="triage"} 3.0' in httpx.get(f"{root}/metrics").text)
+    state = rollout(root)
+    assert (state["scored_total"], state["score"], state["stage"]) == (0, None, "shadow")

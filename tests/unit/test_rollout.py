@@ -170,10 +170,19 @@ def test_a_reload_keeps_the_state_unless_the_model_changes(rollouts: Rollouts) -
     ("window: 8", "window: 2", "window must hold at least min_samples"),
     ("canary_steps: [0.25, 0.5]", "canary_steps: [0.25, 1.0]", "less than 1"),
     ("min_samples: 4", "min_samples: 4, stage: live", "Input should be 'shadow', 'canary' or 'primary'"),
+    ("min_samples: 4", "min_samples: 4, evaluator: judge", "evaluator: judge needs a judge model"),
+    ("min_samples: 4", "min_samples: 4, judge: large", "a judge model needs evaluator: judge"),
+    ("min_samples: 4", "min_samples: 4, evaluator: judge, judge: huge", "unknown model 'huge'"),
 ])
 def test_bad_rollout_settings_fail_the_load(old: str, new: str, complaint: str) -> None:
     with pytest.raises(ConfigError, match=complaint):
         load_text((CONFIG % "").replace(old, new))
+
+
+def test_the_judge_is_resolved_to_its_catalog_model() -> None:
+    policy = load_text(CONFIG % ", evaluator: judge, judge: large").policies[0]
+    assert policy.rollout is not None and policy.rollout.judge is not None
+    assert policy.rollout.judge.name == "large"
 
 
 def test_a_rollout_needs_a_quality_floor_and_a_model_that_is_not_a_candidate() -> None:
