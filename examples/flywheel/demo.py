@@ -13,10 +13,11 @@ loopback port and is stopped at the end. Steps, each timed:
    CPU); then vLLM is started, `nanoroute adapters load` loads the adapter into it, and `distill eval`
    scores it on the export's held-out split.
 4. **rollout**: the gateway's config is replaced (a live reload) by one where the adapter is a catalog
-   model and the policy rolls it out; live traffic moves it from shadow through canary to primary.
-5. **measure**: the adapter's agreement with the teacher on the dataset's `heldout` tickets (never sent
-   before), the share of the task's traffic the adapter serves in a final run of requests, and the cost
-   per 1,000 requests before (capture) and after (final run), from the gateway's cost and savings metrics.
+   model and the policy rolls it out; live traffic, the dataset's `heldout` tickets (never captured nor
+   trained on), moves it from shadow through canary to primary on its measured agreement.
+5. **measure**: the adapter's agreement with the teacher on those `heldout` tickets, asked directly, the
+   share of the task's traffic the adapter serves in a final run of them, and the cost per 1,000 requests
+   before (capture) and after (final run), from the gateway's cost and savings metrics.
 
 The report (JSON) has every figure; docs/flywheel.md shows one.
 """
@@ -352,8 +353,9 @@ policies:
             try:
                 vllm_url = f"http://127.0.0.1:{self.vllm_port}/v1"
                 self.evaluate(vllm_url)
-                self.roll_out(train)
-                self.final(train[: min(len(train), 200)])
+                # Live traffic from here on is tickets the adapter was not trained on.
+                self.roll_out(heldout)
+                self.final(heldout)
                 self.agreement(vllm_url, heldout)
             finally:
                 subprocess.run(["bash", str(REPO / "scripts" / "stack" / "down.sh"), tag], check=False,
@@ -370,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--target-modules", nargs="+", default=list(TARGETS))
-    p.add_argument("--rounds", type=int, default=60, help="rollout: at most this many rounds of 8 requests")
+    p.add_argument("--rounds", type=int, default=100, help="rollout: at most this many rounds of 8 requests")
     args = p.parse_args(argv)
     if not (BASE_DIR / "config.json").exists():
         print(f"no base model at {BASE_DIR}: build the local stack first (scripts/stack/build.sh)", file=sys.stderr)

@@ -1,5 +1,5 @@
 """The flywheel demonstration, for real: examples/flywheel/demo.py against the teacher, the gateway, peft on
-the CPU and the real vLLM. Slow (about 10-15 minutes on 2 cores): marked e2e and slow.
+the CPU and the real vLLM. Slow (about 11 minutes alone on 2 cores, 20 on a busy machine): marked e2e and slow.
 
 As test_vllm_stack.py: without CI set an unbuilt stack skips it; with CI=true it builds the stack first.
 """
