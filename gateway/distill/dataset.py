@@ -150,11 +150,12 @@ def export(opts: Export) -> dict[str, Any]:
         key = prompt_key(ex)
         if key in newest:
             stats.duplicates += 1
-            del newest[key]  # re-inserted below: the order is that of each prompt's newest answer
-        newest[key] = (ex, str(row.get("model")))
+        newest[key] = (ex, str(row.get("model")))  # a prompt's newest answer wins
     train: list[dict[str, Any]] = []
     held: list[dict[str, Any]] = []
-    for key, (ex, model) in newest.items():
+    # In the order of the prompts' keys, not of their arrival: concurrent requests are captured in whatever
+    # order they end, and the same captures must make the same dataset (and the same training run).
+    for key, (ex, model) in sorted(newest.items()):
         stats.models[model] += 1
         (held if held_out(key, opts.seed, opts.eval_fraction) else train).append(ex)
     if not train:

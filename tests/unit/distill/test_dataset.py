@@ -39,9 +39,21 @@ def test_one_example_per_prompt_the_newest_answer(tmp_path: Path) -> None:
     write_captures(tmp_path / "cap", [row("a", "billing", request_id="r1"), row("b", "returns", request_id="r2"),
                                       row("a", "shipping", request_id="r3")])
     train, _, stats = run(tmp_path, eval_fraction=0.0)
-    assert [(ex["messages"][1]["content"], ex["messages"][-1]["content"]) for ex in train] == [
-        ("b", "returns"), ("a", "shipping")]
+    assert sorted((ex["messages"][1]["content"], ex["messages"][-1]["content"]) for ex in train) == [
+        ("a", "shipping"), ("b", "returns")]
     assert (stats["records"], stats["duplicates"], stats["examples"]) == (3, 1, 2)
+
+
+def test_the_same_captures_in_another_order_make_the_same_files(tmp_path: Path) -> None:
+    """Concurrent requests are captured in the order they end: that order must not change the dataset,
+    nor so the training run on it."""
+    rows = [row(f"ticket {i}", "billing", request_id=f"r{i}") for i in range(50)]
+    write_captures(tmp_path / "cap", rows)
+    run(tmp_path, eval_fraction=0.2)
+    first = [(tmp_path / "out" / name).read_bytes() for name in ("train.jsonl", "eval.jsonl")]
+    write_captures(tmp_path / "cap", rows[::-1])
+    run(tmp_path, eval_fraction=0.2)
+    assert [(tmp_path / "out" / name).read_bytes() for name in ("train.jsonl", "eval.jsonl")] == first
 
 
 def test_the_split_is_by_prompt_and_the_same_every_time(tmp_path: Path) -> None:
