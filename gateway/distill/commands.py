@@ -58,6 +58,8 @@ def add_parser(sub: Any) -> None:
     tr.add_argument("--target-modules", nargs="+", metavar="MODULE",
                     help="the layers LoRA adapts, by module name (default: q_proj v_proj)")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--lr-schedule", choices=("linear", "constant"), default="linear",
+                    help="linear: decay the learning rate to 0 by the last step (default); constant: keep it")
     tr.add_argument("--threads", type=int, help="CPU threads for torch")
     tr.add_argument("--eval", action="store_true", help="also score exact match in-process on eval.jsonl")
     tr.add_argument("--python", help="the Python with torch, transformers and peft")
@@ -124,7 +126,8 @@ def _train(args: argparse.Namespace) -> int:
     target = manifest.path_for(args.adapters_dir, name)
     argv = ["train", "--model", str(args.base), "--data", str(data), "--out", str(out), "--manifest", str(target),
             "--task", args.task, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-            "--lr", str(args.lr), "--rank", str(args.rank), "--alpha", str(args.alpha), "--seed", str(args.seed)]
+            "--lr", str(args.lr), "--rank", str(args.rank), "--alpha", str(args.alpha), "--seed", str(args.seed),
+            "--lr-schedule", args.lr_schedule]
     argv += ["--base-name", args.base_name] if args.base_name else []
     argv += ["--target-modules", *args.target_modules] if args.target_modules else []
     argv += ["--threads", str(args.threads)] if args.threads else []

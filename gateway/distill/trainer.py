@@ -41,6 +41,9 @@ class Hyper:
     alpha: int = 16
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     seed: int = 0
+    schedule: str = "linear"
+    """The learning rate over the run: `linear` decays it to 0 by the last step (as transformers' Trainer
+    does by default), `constant` keeps it."""
 
 
 @dataclass
@@ -123,6 +126,9 @@ def train(model: Any, tok: Any, chats: list[Chat], hyper: Hyper, device: Any) ->
 
     rows = [encode(tok, c) for c in chats]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hyper.lr)
+    total_steps = hyper.epochs * -(-len(rows) // hyper.batch_size)
+    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / total_steps) \
+        if hyper.schedule == "linear" else None
     rng = random.Random(hyper.seed)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     losses = []
@@ -136,6 +142,8 @@ def train(model: Any, tok: Any, chats: list[Chat], hyper: Hyper, device: Any) ->
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
+            if decay is not None:
+                decay.step()
             total += loss.item()
         losses.append(total / len(steps))
         print(f"epoch {epoch + 1}/{hyper.epochs}: loss {losses[-1]:.4f}", flush=True)
@@ -183,7 +191,8 @@ def exact_scores(chats: list[Chat], got: dict[str, list[str]]) -> dict[str, Any]
 def run_train(args: argparse.Namespace) -> None:
     from peft import LoraConfig, get_peft_model
 
-    hyper = Hyper(args.epochs, args.batch_size, args.lr, args.rank, args.alpha, tuple(args.target_modules), args.seed)
+    hyper = Hyper(args.epochs, args.batch_size, args.lr, args.rank, args.alpha, tuple(args.target_modules), args.seed,
+                  args.lr_schedule)
     import torch
 
     torch.manual_seed(hyper.seed)
@@ -236,6 +245,7 @@ def training_manifest(args: argparse.Namespace, hyper: Hyper, trained: Trained,
             "epochs": hyper.epochs,
             "batch_size": hyper.batch_size,
             "learning_rate": hyper.lr,
+            "lr_schedule": hyper.schedule,
             "seconds": round(trained.seconds, 1),
             "loss": {"first_epoch": round(trained.losses[0], 4), "last_epoch": round(trained.losses[-1], 4)},
             "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -279,6 +289,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--alpha", type=int, default=Hyper.alpha)
     t.add_argument("--target-modules", nargs="+", default=list(Hyper.target_modules))
     t.add_argument("--seed", type=int, default=Hyper.seed)
+    t.add_argument("--lr-schedule", choices=("linear", "constant"), default=Hyper.schedule,
+                   help="linear: decay the learning rate to 0 by the last step (default); constant: keep it")
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
     t.add_argument("--eval", action="store_true", help="score exact match on eval.jsonl, with the base model's")
     g = sub.add_parser("generate", help="answer held-out chats with an adapter (and the base model)")
