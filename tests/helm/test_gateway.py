@@ -108,6 +108,32 @@ def test_redis_is_optional_and_passed_as_one_url(chart: helm.Chart, values: dict
     assert env_of(render(chart, values).gateway).get("NANOROUTE_REDIS_URL") == expected
 
 
+def test_the_data_dir_is_a_writable_volume_an_empty_dir_by_default(chart: helm.Chart) -> None:
+    """Captures (policies with `capture:`) need a writable NANOROUTE_DATA_DIR: the root is read-only."""
+    deployment = render(chart).gateway
+    assert env_of(deployment)["NANOROUTE_DATA_DIR"] == {"value": "/var/lib/nanoroute"}
+    assert "POD_NAME" not in env_of(deployment)
+    mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == "data")
+    assert mount == {"name": "data", "mountPath": "/var/lib/nanoroute"}
+    assert next(v for v in pod(deployment)["volumes"] if v["name"] == "data") == {"name": "data", "emptyDir": {}}
+
+
+@pytest.mark.parametrize(("data", "source"), [
+    ({"existingClaim": "captures"}, {"persistentVolumeClaim": {"claimName": "captures"}}),
+    ({"volume": {"nfs": {"server": "nfs.local", "path": "/exports/nanoroute"}}},
+     {"nfs": {"server": "nfs.local", "path": "/exports/nanoroute"}}),
+])
+def test_a_shared_data_volume_gives_each_pod_a_folder_of_its_own(chart: helm.Chart, data: dict[str, Any],
+                                                                 source: dict[str, Any]) -> None:
+    deployment = render(chart, {"data": {"mountPath": "/data", **data}, "replicaCount": 3}).gateway
+    env = env_of(deployment)
+    assert env["NANOROUTE_DATA_DIR"] == {"value": "/data"}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == "data")
+    assert mount == {"name": "data", "mountPath": "/data", "subPathExpr": "$(POD_NAME)"}
+    assert next(v for v in pod(deployment)["volumes"] if v["name"] == "data") == {"name": "data", **source}
+
+
 def test_the_pod_runs_as_the_images_user_with_a_read_only_root(chart: helm.Chart) -> None:
     deployment = render(chart).gateway
     user = re.search(r"^USER (\d+):(\d+)$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
