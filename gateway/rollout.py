@@ -141,7 +141,8 @@ class Rollouts:
     # -- config -----------------------------------------------------------------------------------------
 
     def configure(self, table: RoutingTable, backends: Mapping[str, Backend]) -> None:
-        """Take the rollouts of `table`; one whose policy and model are unchanged keeps its state."""
+        """Take the rollouts of `table`; one whose policy and model are unchanged keeps its state, except
+        that a changed `stage` or `auto` in the config applies (the way to move every gateway at once)."""
         states: dict[str, RolloutState] = {}
         for policy in table.policies:
             rr = policy.rollout
@@ -150,8 +151,13 @@ class Rollouts:
             assert policy.require.min_quality is not None
             old = self._states.get(policy.name)
             if old is not None and old.route.model.name == rr.model.name:
+                before, new = old.route.settings, rr.settings
                 old.route, old.min_quality = rr, policy.require.min_quality
-                old.step = min(old.step, len(rr.settings.canary_steps) - 1)
+                old.step = min(old.step, len(new.canary_steps) - 1)
+                if new.auto != before.auto:
+                    old.auto = new.auto
+                if new.stage != before.stage:
+                    self._move(old, new.stage, 0, "set by the config")
                 states[policy.name] = old
             else:
                 states[policy.name] = RolloutState(policy.name, rr, policy.require.min_quality, rr.settings.stage,

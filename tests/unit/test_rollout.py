@@ -165,6 +165,22 @@ def test_a_reload_keeps_the_state_unless_the_model_changes(rollouts: Rollouts) -
     assert state(rollouts).stage == "shadow"
 
 
+def test_a_reload_that_changes_stage_or_auto_applies_it_and_only_then(rollouts: Rollouts) -> None:
+    """Every gateway reads the same config: changing `stage` or `auto` there moves them all at once."""
+    scores(rollouts, 1, 1, 1, 1)
+    assert state(rollouts).stage == "canary"
+    rollouts.configure(table(", stage: primary, auto: false"), {})
+    assert (state(rollouts).stage, state(rollouts).auto) == ("primary", False)
+    assert state(rollouts).history[-1]["why"] == "set by the config"
+    rollouts.configure(table(", stage: primary, auto: false"), {})  # unchanged: nothing moves
+    assert len(state(rollouts).history) == 2
+    rollouts.act("triage", "pin", "canary", 1)  # an operator's pin survives a reload that changes neither
+    rollouts.configure(table(", stage: primary, auto: false, max_concurrency: 3"), {})
+    assert (state(rollouts).stage, state(rollouts).step) == ("canary", 1)
+    rollouts.configure(table(", stage: primary"), {})
+    assert state(rollouts).auto is True
+
+
 @pytest.mark.parametrize(("old", "new", "complaint"), [
     ("canary_steps: [0.25, 0.5]", "canary_steps: [0.5, 0.25]", "canary_steps must grow"),
     ("window: 8", "window: 2", "window must hold at least min_samples"),
