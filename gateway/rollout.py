@@ -201,7 +201,7 @@ class Rollouts:
         if st.mirroring >= st.route.settings.max_concurrency:
             self._count(st, "dropped")
             return
-        task = asyncio.get_running_loop().create_task(self._mirror(probe, served, rec))
+        task = asyncio.get_running_loop().create_task(self._compare(probe, served, rec))
         self._tasks.add(task)
         st.mirroring += 1
 
@@ -211,37 +211,34 @@ class Rollouts:
 
         task.add_done_callback(done)
 
+    async def _compare(self, probe: Probe, served: str, rec: RequestRecord) -> None:
+        """One comparison, in a task of its own: a failure that is not an upstream's is logged and counted."""
+        try:
+            await self._mirror(probe, served, rec)
+        except Exception:
+            log.exception("rollout %s: comparing an answer of %s failed", probe.state.policy,
+                          probe.state.route.model.name)
+            self._count(probe.state, "error")
+
     async def _mirror(self, probe: Probe, served: str, rec: RequestRecord) -> None:
         st, model = probe.state, probe.mirror
-        backend = self._backends.get(model.backend)
-        if backend is None:
-            return
         body = {k: v for k, v in probe.body.items() if k not in ("stream", "stream_options")}
-        body["model"] = model.upstream_name
-        loop = asyncio.get_running_loop()
-        attempt = Attempt(Operation.CHAT, model, orjson.dumps(body), f"{rec.request_id}-rollout", None,
-                          loop.time() + MIRROR_TIMEOUT_S)
         try:
-            reply = await backend.call(attempt)
+            mirrored = await self._ask(st, model, body, f"{rec.request_id}-rollout")
         except UpstreamError as exc:
             log.info("rollout %s: mirrored request to %s failed: %s", st.policy, model.name, exc.message)
             self._count(st, "error")
             if not probe.candidate_serves:  # the rolled-out model could not answer: that scores nothing
                 self.record(st, 0.0, rec.task)
             return
-        except Exception:
-            log.exception("rollout %s: mirrored request to %s failed", st.policy, model.name)
-            self._count(st, "error")
+        if mirrored is None:
             return
-        self._spend(st, model, reply.parsed.get("usage"))
-        mirrored = answer_text(from_reply(reply.parsed)[0])
         expected, got = (mirrored, served) if probe.candidate_serves else (served, mirrored)
         s = st.route.settings
         if s.evaluator == "judge":
-            verdict = await self._judge(st, probe, expected, got, rec)
-            if verdict is None:
+            score = await self._judge(st, probe, expected, got, rec)
+            if score is None:
                 return
-            score = verdict
         elif s.evaluator == "exact":
             score = exact(expected, got)
         else:
@@ -254,23 +251,29 @@ class Rollouts:
         could not be asked: that says nothing about the rolled-out model, so nothing is scored."""
         judge = st.route.judge
         assert judge is not None
-        backend = self._backends.get(judge.backend)
-        messages = probe.body.get("messages")
-        if backend is None or not isinstance(messages, list):
-            self._count(st, "skipped")
-            return None
-        body = {"model": judge.upstream_name, "messages": judge_messages(messages, expected, got),
-                "temperature": 0, "max_tokens": 5}
-        attempt = Attempt(Operation.CHAT, judge, orjson.dumps(body), f"{rec.request_id}-judge", None,
-                          asyncio.get_running_loop().time() + MIRROR_TIMEOUT_S)
+        body = {"messages": judge_messages(probe.body["messages"], expected, got), "temperature": 0, "max_tokens": 5}
         try:
-            reply = await backend.call(attempt)
+            verdict = await self._ask(st, judge, body, f"{rec.request_id}-judge")
         except UpstreamError as exc:
             log.info("rollout %s: the judge %s failed: %s", st.policy, judge.name, exc.message)
             self._count(st, "error")
             return None
-        self._spend(st, judge, reply.parsed.get("usage"))
-        return judge_verdict(answer_text(from_reply(reply.parsed)[0]))
+        if verdict is None:
+            self._count(st, "skipped")
+            return None
+        return judge_verdict(verdict)
+
+    async def _ask(self, st: RolloutState, model: ModelRoute, body: dict[str, Any], request_id: str) -> str | None:
+        """`model`'s answer to `body`, asked off the request path, its spend counted as the rollout's; None
+        when its backend is gone (a reload dropped it). Raises the backend's UpstreamError."""
+        backend = self._backends.get(model.backend)
+        if backend is None:
+            return None
+        attempt = Attempt(Operation.CHAT, model, orjson.dumps({**body, "model": model.upstream_name}), request_id,
+                          None, asyncio.get_running_loop().time() + MIRROR_TIMEOUT_S)
+        reply = await backend.call(attempt)
+        self._spend(st, model, reply.parsed.get("usage"))
+        return answer_text(from_reply(reply.parsed)[0])
 
     # -- scores and stages ------------------------------------------------------------------------------
 
