@@ -188,6 +188,13 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
                 continue
         models[name] = _model_route(name, m, cfg.backends[m.backend], warnings, manifest, adapters_dir)
 
+    def model_ref(name: str, path: tuple[str | int, ...]) -> ModelRoute | None:
+        """The catalog model a policy names; an unknown name is a problem at `path`. None for a model that
+        is not in the table: unknown, or with a bad backend (reported above)."""
+        if name not in cfg.models:
+            problems.append((_at(root, path), _unknown("model", name, cfg.models)))
+        return models.get(name)
+
     policies: list[PolicyRoute] = []
     seen: set[str] = set()
     literal_names: list[str] = []
@@ -200,13 +207,8 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         seen.add(p.name)
         refs: dict[str, tuple[ModelRoute, ...]] = {}
         for field_name in ("candidates", "fallback"):
-            found = []
-            for j, ref in enumerate(getattr(p, field_name)):
-                if ref in models:
-                    found.append(models[ref])
-                elif ref not in cfg.models:  # a model with a bad backend was reported above
-                    problems.append((_at(root, ("policies", i, field_name, j)), _unknown("model", ref, cfg.models)))
-            refs[field_name] = tuple(found)
+            found = (model_ref(ref, ("policies", i, field_name, j)) for j, ref in enumerate(getattr(p, field_name)))
+            refs[field_name] = tuple(m for m in found if m is not None)
         if len(set(p.candidates)) != len(p.candidates):
             problems.append((_at(root, ("policies", i, "candidates")), "a model is listed twice"))
         pattern = None
@@ -215,15 +217,10 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
             literal_names += [g for g in p.match.model if not any(c in g for c in "*?[")]
         rollout = None
         if p.rollout is not None:
-            judge = models.get(p.rollout.judge) if p.rollout.judge is not None else None
-            if p.rollout.judge is not None and p.rollout.judge not in cfg.models:
-                problems.append((_at(root, ("policies", i, "rollout", "judge")),
-                                 _unknown("model", p.rollout.judge, cfg.models)))
-            if p.rollout.model in models:
-                rollout = RolloutRoute(models[p.rollout.model], p.rollout, judge)
-            elif p.rollout.model not in cfg.models:
-                problems.append((_at(root, ("policies", i, "rollout", "model")),
-                                 _unknown("model", p.rollout.model, cfg.models)))
+            judge = None if p.rollout.judge is None else model_ref(p.rollout.judge, ("policies", i, "rollout", "judge"))
+            model = model_ref(p.rollout.model, ("policies", i, "rollout", "model"))
+            if model is not None:
+                rollout = RolloutRoute(model, p.rollout, judge)
         policies.append(_policy_route(p, pattern, refs["candidates"], refs["fallback"], _capture_route(p, cfg),
                                       rollout))
     if problems:
