@@ -130,6 +130,14 @@ they are wherever they are laid out side by side, in the pod or under `nanoroute
 {{- end }}
 {{- end }}
 
+{{/*
+The data volume is shared (a claim or another volume source, not the default empty dir): each pod then
+writes in a folder of its own, named after the pod.
+*/}}
+{{- define "nanoroute.data.shared" -}}
+{{- if or .Values.data.existingClaim .Values.data.volume }}true{{ end }}
+{{- end }}
+
 {{- define "nanoroute.adapters.mountPath" -}}
 /etc/nanoroute-adapters
 {{- end }}
