@@ -25,7 +25,6 @@ from starlette.exceptions import HTTPException
 from gateway import __version__, accesslog
 from gateway.api import admin, feedback, health, metrics, models
 from gateway.api.proxy import ROUTES, Receive, Scope, Send, handle
-from gateway.auth import KeyCheck
 from gateway.backends import Backend, VllmBackend, VllmHooks, build_backend
 from gateway.capture.capture import Capture
 from gateway.capture.sink import build_sink
@@ -33,6 +32,7 @@ from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
 from gateway.config.watcher import Reloader
 from gateway.errors import InvalidRequest, NanorouteError, NotFound, error_body
+from gateway.keys import KeyCheck
 from gateway.metrics import Metrics, multiprocess
 from gateway.record import RequestRecord
 from gateway.reliability.health import Health
@@ -60,6 +60,8 @@ class Gateway:
     def __init__(self, settings: Settings, table: RoutingTable) -> None:
         self.settings = settings
         self.table = table
+        self.auth = KeyCheck.from_settings((k.get_secret_value() for k in settings.api_keys),
+                                           settings.admin_key.get_secret_value() if settings.admin_key else None)
         self.metrics = Metrics()
         self.inflight = InFlight(self.metrics.in_flight)
         self.health = Health(self.metrics.circuit_open, self.metrics.replica_up)
@@ -111,6 +113,7 @@ class Gateway:
             _route(backends[name], table)
         for warning in table.warnings:
             log.warning("config %s: %s", table.source, warning)
+        self._warn_keys(table)
         self._state = State(table, backends, old.auth, old.max_body_bytes)
         self.table = table
         self.metrics.config_loaded(table.version, list(table.models))
@@ -119,6 +122,12 @@ class Gateway:
         retired = [b for name, b in old.backends.items() if backends.get(name) is not b]
         if retired:
             self._retired.append(asyncio.get_running_loop().create_task(_close_later(retired)))
+
+    def _warn_keys(self, table: RoutingTable) -> None:
+        unknown = sorted(set(table.access) - self.auth.ids)
+        if unknown:
+            log.warning("config %s: keys %s name no client key of NANOROUTE_API_KEYS: they limit no one",
+                        table.source, ", ".join(unknown))
 
     def _on_sighup(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reloader.reload("SIGHUP"))
@@ -146,14 +155,12 @@ class Gateway:
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         s = self.settings
-        auth = KeyCheck(
-            (k.get_secret_value() for k in s.api_keys),
-            s.admin_key.get_secret_value() if s.admin_key else None,
-        )
+        auth = self.auth
         if auth.open:
             log.warning("NANOROUTE_API_KEYS is not set: the API is open to anyone who can reach it")
         for warning in self.table.warnings:
             log.warning("config %s: %s", self.table.source, warning)
+        self._warn_keys(self.table)
         specs = self.table.config.backends
         backends = {name: build_backend(name, spec, self._vllm_hooks) for name, spec in specs.items()}
         for backend in backends.values():

@@ -8,6 +8,7 @@ The tree::
     │   ├── InvalidRequest              400 malformed JSON, missing or mistyped fields
     │   ├── AuthenticationFailed        401 missing or unknown API key
     │   ├── PermissionDenied            403 the key may not do this
+    │   │   └── ModelNotAllowed         403 the key may not use that model (the config's `keys`)
     │   ├── NotFound                    404 unknown path or disabled endpoint
     │   │   └── ModelNotFound           404 no policy matches and no catalog model has that name
     │   ├── MethodNotAllowed            405 a proxied endpoint called with another method than POST
@@ -108,11 +109,17 @@ class NotFound(ClientError):
 class ModelNotFound(NotFound):
     code = "model_not_found"
 
-    def __init__(self, model: str) -> None:
-        super().__init__(
-            f"The model '{model}' does not exist: no policy matches it and it is not in the catalog",
-            param="model",
-        )
+    def __init__(self, model: str, why: str = "no policy matches it and it is not in the catalog") -> None:
+        super().__init__(f"The model '{_clip(model)}' does not exist: {why}", param="model")
+
+
+class ModelNotAllowed(PermissionDenied):
+    """The key may not use the model, or any model of the policy that matched (the config's `keys`)."""
+
+    code = "model_not_allowed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="model")
 
 
 class MethodNotAllowed(ClientError):
@@ -374,6 +381,11 @@ def _retry_after(seconds: float | None) -> list[tuple[bytes, bytes]]:
     if seconds is None:
         return []
     return [(b"retry-after", str(max(1, math.ceil(seconds))).encode())]
+
+
+def _clip(text: str, limit: int = 128) -> str:
+    """A client's string, cut to a length fit for a message."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:

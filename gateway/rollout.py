@@ -175,6 +175,8 @@ class Rollouts:
         st = self._states.get(policy.name)
         if st is None or st.stage == "stopped" or req.op is not Operation.CHAT:
             return decision, None
+        if decision.allowed is not None and not all(m.name in decision.allowed for m in st.route.models):
+            return decision, None  # the key may not use (nor send its prompts to) the rolled-out model or judge
         s, model, incumbent = st.route.settings, st.route.model, decision.chain[0]
         share = st.share
         if share >= 1.0 or (share > 0.0 and self._rng() < share):

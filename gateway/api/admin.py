@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from gateway.api.deps import admin, gateway
+from gateway.api.deps import admin, gateway, presented_key_id
 from gateway.backends.vllm import VllmBackend
 from gateway.config.table import ModelRoute
 from gateway.errors import ConfigError, InvalidRequest
@@ -85,8 +85,7 @@ async def reload(request: Request) -> dict[str, Any] | JSONResponse:
 async def explain_route(request: Request) -> dict[str, Any]:
     """Where a chat request would go and why, without calling any upstream."""
     gw = gateway(request)
-    key = request.headers.get("authorization")
-    key_id = gw.state.auth.key_id_of(key.encode("latin-1")) if key else None
+    key_id = presented_key_id(request)
     req = parse_request(
         Operation.CHAT, await request.body(), task_header=request.headers.get("x-nanoroute-task"),
         key_id=request.headers.get("x-nanoroute-key") or key_id, request_id="explain",

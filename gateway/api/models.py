@@ -1,4 +1,4 @@
-"""`GET /v1/models`: the model names a client may send, in OpenAI's list shape."""
+"""`GET /v1/models`: the model names the calling key may send, in OpenAI's list shape."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Request
 
 from gateway.api.deps import client_key, gateway
 from gateway.errors import ModelNotFound
+from gateway.routing.decide import client_models
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(client_key)])
+router = APIRouter(prefix="/v1")
 
 
 def _entry(name: str, loaded_at: float) -> dict[str, Any]:
@@ -17,14 +18,14 @@ def _entry(name: str, loaded_at: float) -> dict[str, Any]:
 
 
 @router.get("/models")
-async def list_models(request: Request) -> dict[str, Any]:
+async def list_models(request: Request, key_id: str | None = Depends(client_key)) -> dict[str, Any]:
     table = gateway(request).state.table
-    return {"object": "list", "data": [_entry(n, table.loaded_at) for n in table.client_models]}
+    return {"object": "list", "data": [_entry(n, table.loaded_at) for n in client_models(table, key_id)]}
 
 
 @router.get("/models/{name:path}")
-async def get_model(name: str, request: Request) -> dict[str, Any]:
+async def get_model(name: str, request: Request, key_id: str | None = Depends(client_key)) -> dict[str, Any]:
     table = gateway(request).state.table
-    if name not in table.client_models:
+    if name not in client_models(table, key_id):
         raise ModelNotFound(name)
     return _entry(name, table.loaded_at)

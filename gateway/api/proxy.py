@@ -30,6 +30,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamRejected,
 )
+from gateway.keys import presented
 from gateway.record import Outcome, RequestRecord
 from gateway.reliability import chain
 from gateway.routing.cascade import Gate, strip_logprobs
@@ -64,13 +65,18 @@ _SSE_HEADERS = [
 class _Headers:
     """The few request headers the hot path reads, in one pass over the ASGI header list."""
 
-    __slots__ = ("authorization", "content_length", "pin", "request_id", "task")
+    __slots__ = ("api_key", "authorization", "content_length", "pin", "request_id", "task", "x_api_key")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.authorization = self.content_length = self.request_id = self.task = self.pin = None
+        self.x_api_key = self.api_key = None
         for name, value in raw:
             if name == b"authorization":
                 self.authorization = value
+            elif name == b"x-api-key":
+                self.x_api_key = value
+            elif name == b"api-key":
+                self.api_key = value
             elif name == b"content-length":
                 self.content_length = value
             elif name == b"x-request-id":
@@ -105,7 +111,8 @@ async def _handle(gw: Gateway, op: Operation, hdrs: _Headers, rec: RequestRecord
         return
     state = gw.state
     try:
-        rec.key_id = state.auth.check(hdrs.authorization)
+        key = state.auth.check(presented(hdrs.authorization, hdrs.x_api_key, hdrs.api_key))
+        rec.key_id = key.id if key is not None else None
         raw = await _read_body(receive, hdrs.content_length, state.max_body_bytes)
         task = hdrs.task.decode("latin-1") if hdrs.task else None
         pin = hdrs.pin.decode("latin-1") if hdrs.pin else None

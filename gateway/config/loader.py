@@ -27,6 +27,7 @@ from gateway.config.table import (
     DIRECT,
     CaptureRoute,
     ChainSettings,
+    KeyAccess,
     ModelRoute,
     PolicyRoute,
     RolloutRoute,
@@ -212,9 +213,11 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         if len(set(p.candidates)) != len(p.candidates):
             problems.append((_at(root, ("policies", i, "candidates")), "a model is listed twice"))
         pattern = None
+        literal: list[str] = []
         if p.match.model is not None:
             pattern = re.compile("|".join(fnmatch.translate(g) for g in p.match.model))
-            literal_names += [g for g in p.match.model if not any(c in g for c in "*?[")]
+            literal = [g for g in p.match.model if not any(c in g for c in "*?[")]
+            literal_names += literal
         rollout = None
         if p.rollout is not None:
             judge = None if p.rollout.judge is None else model_ref(p.rollout.judge, ("policies", i, "rollout", "judge"))
@@ -222,7 +225,8 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
             if model is not None:
                 rollout = RolloutRoute(model, p.rollout, judge)
         policies.append(_policy_route(p, pattern, refs["candidates"], refs["fallback"], _capture_route(p, cfg),
-                                      rollout))
+                                      rollout, tuple(literal)))
+    access = _key_access(cfg, root, problems)
     if problems:
         raise ConfigError(source, problems)
     client_models = tuple(dict.fromkeys([*models, *literal_names]))
@@ -238,15 +242,32 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         inputs=tuple(dict.fromkeys(inputs)),
         warnings=tuple(warnings),
         pin_keys=pin_keys,
+        access=MappingProxyType(access),
+        direct=cfg.direct.enabled,
         redactor=Redactor(cfg.capture.redact.builtin, cfg.capture.redact.patterns),
         tasks=frozenset(t for p in cfg.policies for t in (p.match.task or ()))
         | frozenset(t for m in models.values() for t in m.quality if t != "default"),
     )
 
 
+def _key_access(cfg: schema.Config, root: yaml.Node | None, problems: Problems) -> dict[str, KeyAccess]:
+    """The config's `keys`, each name it lists checked against the catalog and the policies."""
+    policy_names = [p.name for p in cfg.policies]
+    access: dict[str, KeyAccess] = {}
+    for key, k in cfg.keys.items():
+        for field_name, known, kind in (("models", cfg.models, "model"), ("policies", policy_names, "policy")):
+            for j, ref in enumerate(getattr(k, field_name) or ()):
+                if ref not in known:
+                    problems.append((_at(root, ("keys", key, field_name, j)), _unknown(kind, ref, known)))
+        access[key] = KeyAccess(None if k.models is None else frozenset(k.models),
+                                None if k.policies is None else frozenset(k.policies))
+    return access
+
+
 def _policy_route(
     p: schema.Policy, pattern: re.Pattern[str] | None, candidates: tuple[ModelRoute, ...],
     fallback: tuple[ModelRoute, ...], capture: CaptureRoute | None = None, rollout: RolloutRoute | None = None,
+    literal: tuple[str, ...] = (),
 ) -> PolicyRoute:
     weights: tuple[float, ...] = ()
     if p.weights:
@@ -279,6 +300,7 @@ def _policy_route(
         reliability=ChainSettings.of(p.reliability),
         capture=capture,
         rollout=rollout,
+        literal_models=literal,
     )
 
 

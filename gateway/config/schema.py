@@ -420,10 +420,29 @@ class Capture(Strict):
     redact: Redact = Redact()
 
 
+class Key(Strict):
+    """What one client key may use, by its name (`NANOROUTE_API_KEYS` `name=key` entries) or id.
+    Unset lists allow everything; an empty list allows nothing."""
+
+    models: list[Name] | None = None
+    """The catalog models that may serve its requests, whichever policy routes them."""
+    policies: list[Name] | None = None
+    """The policies its requests may match; the others are passed over as if they did not match."""
+
+
+class Direct(Strict):
+    """Requests that match no policy and name a catalog model go straight to it."""
+
+    enabled: bool = True
+
+
 class Config(Strict):
     backends: Annotated[dict[Name, Backend], Field(min_length=1)]
     models: Annotated[dict[Name, Model], Field(min_length=1)]
     policies: list[Policy] = []
+    keys: dict[Name, Key] = {}
+    """Per client key: the models and policies it may use (docs/configuration.md#keys)."""
+    direct: Direct = Direct()
     pinning: Pinning = Pinning()
     capture: Capture = Capture()
     adapters_dir: Path = Path("adapters")

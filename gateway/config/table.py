@@ -91,6 +91,11 @@ class RolloutRoute:
     judge: ModelRoute | None = None
     """`evaluator: judge`: the model that grades the answers."""
 
+    @property
+    def models(self) -> tuple[ModelRoute, ...]:
+        """Every model the rollout sends a request's prompt to, besides the policy's own."""
+        return (self.model,) if self.judge is None else (self.model, self.judge)
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyRoute:
@@ -114,6 +119,22 @@ class PolicyRoute:
     reliability: ChainSettings = DEFAULT_CHAIN
     capture: CaptureRoute | None = None
     rollout: RolloutRoute | None = None
+    literal_models: tuple[str, ...] = ()
+    """The model names `match.model` lists without wildcards: names clients may send for this policy."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAccess:
+    """What one client key may use (the config's `keys`); None for a dimension it is not limited in."""
+
+    models: frozenset[str] | None = None
+    policies: frozenset[str] | None = None
+
+    def may_use(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def may_match(self, policy: str) -> bool:
+        return self.policies is None or policy in self.policies
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +151,12 @@ class RoutingTable:
     tasks: frozenset[str] = frozenset()
     """Every task the config names (in matches and quality scores): the tasks worth learning about."""
     pin_keys: frozenset[str] = frozenset()
+    """Client key names or ids that may pin a model with X-Nanoroute-Model; `*` for all."""
     inputs: tuple[str, ...] = ()
     """The other files the table was built from (adapter manifests): part of its version, and watched."""
-    """Client key names or ids that may pin a model with X-Nanoroute-Model; `*` for all."""
+    access: Mapping[str, KeyAccess] = field(default_factory=dict)
+    """Per client key id: what it may use. Keys not listed may use everything."""
+    direct: bool = True
+    """Whether a request that matches no policy may name a catalog model and go straight to it."""
     redactor: Redactor = field(default_factory=Redactor)
     """What captured requests and answers are cleaned with (the config's `capture.redact`)."""

@@ -5,8 +5,11 @@
    against the policy's `require` constraints; the strategy ranks the ones that meet them (all of them,
    `best_effort`, when none does and the policy allows it). The attempt chain is that ranking, then the
    policy's `fallback` list, each model once.
-3. A request that matches no policy and names a catalog model goes straight to it (`direct`);
-   anything else is `model_not_found`.
+3. A request that matches no policy and names a catalog model goes straight to it (`direct`, unless
+   the config turns that off); anything else is `model_not_found`.
+
+A client key that the config's `keys` limits passes over the policies it may not match, and its chain
+keeps only the models it may use (`model_not_allowed` when none is left).
 
 Strategies only rank; this module applies constraints and turns rankings into chains. `explain()`
 returns the same decision with every candidate's figures, for /admin/explain.
@@ -19,8 +22,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.config.table import DIRECT, ModelRoute, PolicyRoute, RoutingTable
-from gateway.errors import ModelNotFound, PermissionDenied, PolicyUnmet
+from gateway.config.table import DIRECT, KeyAccess, ModelRoute, PolicyRoute, RoutingTable
+from gateway.errors import ModelNotAllowed, ModelNotFound, PermissionDenied, PolicyUnmet
 from gateway.routing.estimate import Estimate, estimate_with, output_tokens, prompt_tokens
 from gateway.routing.request import RoutedRequest
 from gateway.routing.signals import Signals
@@ -43,6 +46,8 @@ class Decision:
     """The matched policy (None for `direct` and pinned requests), for what the attempt chain needs of it."""
     cascade_depth: int = 0
     """`cascade`: how many models at the head of the chain have their answers checked before they count."""
+    allowed: frozenset[str] | None = None
+    """The catalog models the client's key may use (None: any): a rollout sends its prompt to no other."""
 
 
 @dataclass(slots=True)
@@ -66,25 +71,63 @@ def decide(table: RoutingTable, req: RoutedRequest, signals: Signals) -> Decisio
 
 
 def explain(table: RoutingTable, req: RoutedRequest, signals: Signals) -> Explained:
+    access = table.access.get(req.key_id) if req.key_id is not None and table.access else None
     if req.pin is not None:
-        return Explained(_pinned(table, req))
+        return Explained(_pinned(table, req, access))
     for policy in table.policies:
-        if _matches(policy, req, signals):
-            return _apply(policy, req, signals)
+        if (access is None or access.may_match(policy.name)) and _matches(policy, req, signals):
+            found = _apply(policy, req, signals)
+            return found if access is None else _restrict(found, access)
     model = table.models.get(req.model)
     if model is None:
         raise ModelNotFound(req.model)
-    return Explained(Decision(DIRECT, (model,), DIRECT, (model,)))
+    if not table.direct:
+        raise ModelNotFound(req.model, "no policy routes it (requests straight to catalog models are turned off)")
+    if access is not None and not access.may_use(model.name):
+        raise ModelNotAllowed(f"This key may not use the model '{model.name}'")
+    return Explained(Decision(DIRECT, (model,), DIRECT, (model,), allowed=_allowed(access)))
 
 
-def _pinned(table: RoutingTable, req: RoutedRequest) -> Decision:
+def _allowed(access: KeyAccess | None) -> frozenset[str] | None:
+    return access.models if access is not None else None
+
+
+def _restrict(found: Explained, access: KeyAccess) -> Explained:
+    """The decision with its chain cut to the models the key may use."""
+    d = found.decision
+    if access.models is None:
+        return found
+    chain = tuple(m for m in d.chain if m.name in access.models)
+    if not chain:
+        raise ModelNotAllowed(f"This key may use none of the models that policy '{d.policy}' routes to")
+    # The cascade checks the head of the chain; the models cut out no longer take part in it.
+    depth = sum(1 for m in d.chain[:d.cascade_depth] if m.name in access.models)
+    decision = Decision(d.policy, chain, d.reason, d.candidates, d.route, min(depth, len(chain) - 1), access.models)
+    return Explained(decision, found.candidates, found.prompt_tokens)
+
+
+def _pinned(table: RoutingTable, req: RoutedRequest, access: KeyAccess | None) -> Decision:
     allowed = table.pin_keys
     if "*" not in allowed and (req.key_id is None or req.key_id not in allowed):
         raise PermissionDenied("This key may not pin a model with X-Nanoroute-Model", param="X-Nanoroute-Model")
     model = table.models.get(req.pin or "")
     if model is None:
         raise ModelNotFound(req.pin or "")
-    return Decision("pinned", (model,), "pinned", (model,))
+    if access is not None and not access.may_use(model.name):
+        raise ModelNotAllowed(f"This key may not use the model '{model.name}'")
+    return Decision("pinned", (model,), "pinned", (model,), allowed=_allowed(access))
+
+
+def client_models(table: RoutingTable, key_id: str | None) -> list[str]:
+    """The model names this client may send: catalog models it may use (when direct routing is on, or a
+    policy it may match routes any name), and the literal names of the policies it may match."""
+    access = table.access.get(key_id) if key_id is not None and table.access else None
+    policies = [p for p in table.policies if access is None or access.may_match(p.name)]
+    any_name = any(p.model_pattern is None for p in policies)
+    names = [m for m in table.models if (table.direct or any_name) and (access is None or access.may_use(m))]
+    for p in policies:
+        names += [n for n in p.literal_models if n not in names]
+    return names
 
 
 def _matches(p: PolicyRoute, req: RoutedRequest, signals: Signals) -> bool:

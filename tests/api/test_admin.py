@@ -12,7 +12,7 @@ from tests.api.support import MESSAGES, Client, envelope
 from tests.fakes.servers import Servers
 from tests.fakes.upstream import FakeUpstream
 
-ADMIN = "adm-secret"
+ADMIN = "adm-secret-0123456789"
 AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
 
 
@@ -107,7 +107,7 @@ def test_explain_says_where_a_request_would_go_without_calling_upstream(
 
 def test_explain_decides_for_a_named_client_key(servers: Servers, http: httpx.Client) -> None:
     up = servers.upstream()
-    url = admin_gateway(servers, up, api_keys="ops=sk-ops,dev=sk-dev")
+    url = admin_gateway(servers, up, api_keys="ops=sk-ops-0123456789,dev=sk-dev-0123456789")
     body = {"model": "anything", "messages": MESSAGES}
     as_ops = http.post(f"{url}/admin/explain", json=body, headers={**AS_ADMIN, "X-Nanoroute-Key": "ops"}).json()
     as_dev = http.post(f"{url}/admin/explain", json=body, headers={**AS_ADMIN, "X-Nanoroute-Key": "dev"}).json()
@@ -158,10 +158,10 @@ def test_admin_is_404_without_an_admin_key_configured(servers: Servers, http: ht
         assert "NANOROUTE_ADMIN_KEY" in err["message"]
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Bearer {ADMIN}x", ADMIN, "Bearer sk-ops"])
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Bearer {ADMIN}x", ADMIN, "Bearer sk-ops-0123456789"])
 def test_admin_is_401_with_a_wrong_key(servers: Servers, http: httpx.Client, authorization: str | None) -> None:
     up = servers.upstream()
-    url = admin_gateway(servers, up, api_keys="ops=sk-ops")  # a client key is not an admin key
+    url = admin_gateway(servers, up, api_keys="ops=sk-ops-0123456789")  # a client key is not an admin key
     headers = {"Authorization": authorization} if authorization else {}
     for method, path in ENDPOINTS:
         resp = http.request(method, f"{url}{path}", headers=headers, json={"model": "m", "messages": MESSAGES})

@@ -9,7 +9,8 @@ from tests.fakes.servers import Servers
 def test_two_gateways_in_one_process_are_independent(servers: Servers, client: Client) -> None:
     one, two = servers.upstream("one"), servers.upstream("two")
     first = client(servers.gateway(single_model(one, model="alpha")))
-    second = client(servers.gateway(single_model(two, model="beta"), api_keys="sk-two"), api_key="sk-two")
+    key = "sk-two-0123456789ab"
+    second = client(servers.gateway(single_model(two, model="beta"), api_keys=key), api_key=key)
     assert first.chat.completions.create(model="alpha", messages=MESSAGES).choices
     assert second.chat.completions.create(model="beta", messages=MESSAGES).choices
     assert [m.id for m in first.models.list().data] == ["alpha"]

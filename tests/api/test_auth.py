@@ -9,7 +9,7 @@ import pytest
 from tests.api.support import CHAT, MESSAGES, Client, envelope, error_of, single_model
 from tests.fakes.servers import Servers
 
-KEYS = "sk-alpha, sk-beta"
+KEYS = "sk-alpha-0123456789, sk-beta-0123456789"
 
 
 @pytest.mark.parametrize("path", ["/chat/completions", "/completions", "/embeddings", "/models", "/models/m"])
@@ -27,7 +27,7 @@ def test_no_key_is_401(servers: Servers, http: httpx.Client, path: str) -> None:
 
 def test_wrong_key_is_401(servers: Servers, client: Client) -> None:
     up = servers.upstream()
-    sdk = client(servers.gateway(single_model(up), api_keys=KEYS), api_key="sk-gamma")
+    sdk = client(servers.gateway(single_model(up), api_keys=KEYS), api_key="sk-gamma-0123456789")
     with pytest.raises(openai.AuthenticationError) as info:
         sdk.chat.completions.create(model="m", messages=MESSAGES)
     assert error_of(info.value) == {"message": "Incorrect API key provided", "type": "authentication_error",
@@ -41,20 +41,20 @@ def test_models_are_protected_too(servers: Servers, client: Client) -> None:
     up = servers.upstream()
     base = servers.gateway(single_model(up), api_keys=KEYS)
     with pytest.raises(openai.AuthenticationError) as info:
-        client(base, api_key="sk-gamma").models.list()
+        client(base, api_key="sk-gamma-0123456789").models.list()
     assert error_of(info.value)["code"] == "invalid_api_key"
     with pytest.raises(openai.AuthenticationError):
-        client(base, api_key="sk-gamma").models.retrieve("m")
-    assert [m.id for m in client(base, api_key="sk-beta").models.list().data] == ["m"]
+        client(base, api_key="sk-gamma-0123456789").models.retrieve("m")
+    assert [m.id for m in client(base, api_key="sk-beta-0123456789").models.list().data] == ["m"]
 
 
 def test_each_right_key_works(servers: Servers, client: Client) -> None:
     up = servers.upstream()
     base = servers.gateway(single_model(up), api_keys=KEYS)
-    for key in ("sk-alpha", "sk-beta"):
+    for key in ("sk-alpha-0123456789", "sk-beta-0123456789"):
         reply = client(base, api_key=key).chat.completions.create(model="m", messages=MESSAGES)
         assert reply.choices[0].message.content == "Hello from the fake upstream."
-    chunks = list(client(base, api_key="sk-alpha").chat.completions.create(model="m", messages=MESSAGES,
+    chunks = list(client(base, api_key="sk-alpha-0123456789").chat.completions.create(model="m", messages=MESSAGES,
                                                                             stream=True))
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert len(up.seen) == 3

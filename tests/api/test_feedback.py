@@ -14,7 +14,7 @@ from gateway.capture.sink import files_in
 from tests.api.support import Client, error_of, single_model
 from tests.fakes.servers import Servers
 
-KEYS = {"api_keys": "app=sk-app-key"}
+KEYS = {"api_keys": "app=sk-app-key-0123456789"}
 
 
 def feedback_rows(root: Path) -> list[dict[str, Any]]:
@@ -27,7 +27,7 @@ def post(sdk: openai.OpenAI, body: object) -> Any:
 
 def test_feedback_is_appended_with_the_client_and_redacted(servers: Servers, client: Client, tmp_path: Path) -> None:
     base = servers.gateway(single_model(servers.upstream()), data_dir=tmp_path, **KEYS)
-    sdk = client(base, api_key="sk-app-key")
+    sdk = client(base, api_key="sk-app-key-0123456789")
     assert post(sdk, {"request_id": "r-1", "score": 1}) == {"object": "feedback", "request_id": "r-1",
                                                               "recorded": True}
     post(sdk, {"request_id": "r-2", "label": "wrong_queue", "comment": "mail me at bob@example.com"})

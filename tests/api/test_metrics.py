@@ -87,8 +87,8 @@ def test_access_log_has_one_json_line_per_request_without_prompt_or_key(
     client: Client, servers: Servers, caplog: pytest.LogCaptureFixture
 ) -> None:
     up = servers.upstream()
-    base = servers.gateway(config(up.url), api_keys="secret-key-1")
-    sdk = client(base, "secret-key-1")
+    base = servers.gateway(config(up.url), api_keys="secret-key-1-0123456789")
+    sdk = client(base, "secret-key-1-0123456789")
 
     def lines() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.name == "nanoroute.access"]
@@ -105,7 +105,7 @@ def test_access_log_has_one_json_line_per_request_without_prompt_or_key(
     assert entry["prompt_tokens"] == 7 and entry["completion_tokens"] == 5
     assert entry["cost_usd"] == pytest.approx((7 * 1.0 + 5 * 2.0) / 1e6)
     assert len(entry["key_id"]) == 8
-    assert "private" not in lines()[0] and "secret-key-1" not in lines()[0]
+    assert "private" not in lines()[0] and "secret-key-1-0123456789" not in lines()[0]
     assert "Hello from the fake upstream" not in lines()[0]
 
 

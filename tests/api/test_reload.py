@@ -15,7 +15,8 @@ from tests.api.support import CHAT, wait_until
 from tests.fakes.servers import Servers
 from tests.fakes.upstream import FakeUpstream
 
-ADMIN = {"Authorization": "Bearer adm"}
+ADMIN_KEY = "adm-0123456789abcdef"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 UNKNOWN_KEY = "unknown key; check its spelling against docs/configuration.md"
 
 
@@ -63,7 +64,7 @@ def test_the_watcher_applies_good_edits_and_keeps_serving_through_bad_ones(
     servers: Servers, http: httpx.Client
 ) -> None:
     a, b = servers.upstream("a"), servers.upstream("b")
-    base = servers.gateway(config(a, b, "ma, mb"), reload_interval_s=0.2, admin_key="adm")
+    base = servers.gateway(config(a, b, "ma, mb"), reload_interval_s=0.2, admin_key=ADMIN_KEY)
     path = servers.app_of().settings.config_path
     first = admin_config(http, base)["version"]
     assert [model_of(http, base) for _ in range(3)] == ["ma"] * 3
@@ -103,7 +104,7 @@ def test_the_watcher_applies_good_edits_and_keeps_serving_through_bad_ones(
 
 def test_admin_reload_refuses_a_bad_file_and_applies_a_good_one(servers: Servers, http: httpx.Client) -> None:
     a, b = servers.upstream("a"), servers.upstream("b")
-    base = servers.gateway(config(a, b, "ma, mb"), reload_interval_s=0, admin_key="adm")  # no watcher: no race
+    base = servers.gateway(config(a, b, "ma, mb"), reload_interval_s=0, admin_key=ADMIN_KEY)  # no watcher: no race
     app = servers.app_of()
     path = app.settings.config_path
     reload_url = f"{base.removesuffix('/v1')}/admin/reload"
@@ -150,7 +151,7 @@ def test_admin_reload_refuses_a_bad_file_and_applies_a_good_one(servers: Servers
 
 def test_an_unreadable_file_is_an_error_that_changes_nothing(servers: Servers, http: httpx.Client) -> None:
     a, b = servers.upstream("a"), servers.upstream("b")
-    base = servers.gateway(config(a, b, "ma, mb"), reload_interval_s=0, admin_key="adm")
+    base = servers.gateway(config(a, b, "ma, mb"), reload_interval_s=0, admin_key=ADMIN_KEY)
     path = servers.app_of().settings.config_path
     first = admin_config(http, base)["version"]
     path.unlink()
@@ -166,7 +167,7 @@ def test_a_request_in_flight_finishes_on_the_version_it_started_with(
     servers: Servers, http: httpx.Client, stream: bool
 ) -> None:
     a, b = servers.upstream("a", delay_s=1.0), servers.upstream("b")
-    base = servers.gateway(config(a, b, "ma, mb"), reload_interval_s=0, admin_key="adm")
+    base = servers.gateway(config(a, b, "ma, mb"), reload_interval_s=0, admin_key=ADMIN_KEY)
     path = servers.app_of().settings.config_path
 
     def slow_request() -> httpx.Response:

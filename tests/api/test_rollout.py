@@ -11,7 +11,8 @@ from tests.api.support import Client, wait_until
 from tests.fakes.servers import Servers
 from tests.fakes.upstream import FakeUpstream
 
-ADMIN = {"Authorization": "Bearer admin-key"}
+ADMIN_KEY = "admin-key-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def config(teacher: FakeUpstream, student: FakeUpstream) -> str:
@@ -60,7 +61,7 @@ def drive(client: Client, base: str, root: str, until_stage: str, limit: int = 6
 def test_a_model_that_agrees_is_promoted_and_one_that_stops_is_sent_back(servers: Servers, client: Client) -> None:
     teacher = servers.upstream("teacher", answer="billing")
     student = servers.upstream("student", answer="Billing.")  # the same label, as the evaluator reads it
-    base = servers.gateway(config(teacher, student), admin_key="admin-key")
+    base = servers.gateway(config(teacher, student), admin_key=ADMIN_KEY)
     root = base.removesuffix("/v1")
     assert rollout(root)["stage"] == "shadow"
 
@@ -94,7 +95,7 @@ def test_the_measured_score_becomes_the_models_quality_for_other_policies(server
      require: {min_quality: 0.9}}
 """
     base = servers.gateway(config(teacher, student).replace("policies:\n", "policies:\n" + cheap),
-                           admin_key="admin-key")
+                           admin_key=ADMIN_KEY)
     root = base.removesuffix("/v1")
 
     def explain() -> dict[str, Any]:
@@ -112,7 +113,7 @@ def test_the_measured_score_becomes_the_models_quality_for_other_policies(server
 
 def test_operators_pin_stop_and_resume(servers: Servers, client: Client) -> None:
     teacher, student = servers.upstream("teacher", answer="billing"), servers.upstream("student", answer="billing")
-    base = servers.gateway(config(teacher, student), admin_key="admin-key")
+    base = servers.gateway(config(teacher, student), admin_key=ADMIN_KEY)
     root = base.removesuffix("/v1")
     pinned = httpx.post(f"{root}/admin/rollouts/triage", headers=ADMIN, json={"action": "pin", "stage": "primary"})
     assert pinned.status_code == 200 and pinned.json()["stage"] == "primary" and not pinned.json()["auto"]
@@ -145,8 +146,8 @@ def test_a_judge_grades_free_text_answers(servers: Servers, client: Client) -> N
     answer is as good as the one served. Its PASS moves the rollout on; its FAIL holds it back."""
     teacher = servers.upstream("teacher", answer="Sorry about the double charge: a refund is on its way.")
     student = servers.upstream("student", answer="We refunded the second charge; sorry for the trouble.")
-    judge = servers.upstream("judge", answer="PASS")
-    base = servers.gateway(judged(teacher, student, judge, "price: {input: 5, output: 15}"), admin_key="admin-key")
+    judge = servers.upstream("judge", answer="PASS-{nonce}")
+    base = servers.gateway(judged(teacher, student, judge, "price: {input: 5, output: 15}"), admin_key=ADMIN_KEY)
     root = base.removesuffix("/v1")
 
     assert (rollout(root)["evaluator"], rollout(root)["judge"]) == ("judge", "grader")
@@ -169,7 +170,7 @@ def test_a_judge_grades_free_text_answers(servers: Servers, client: Client) -> N
 def test_a_judge_that_cannot_be_reached_scores_nothing(servers: Servers, client: Client) -> None:
     teacher, student = servers.upstream("teacher", answer="a"), servers.upstream("student", answer="b")
     judge = servers.upstream("judge", behaviour="status:500")
-    base = servers.gateway(judged(teacher, student, judge), admin_key="admin-key")
+    base = servers.gateway(judged(teacher, student, judge), admin_key=ADMIN_KEY)
     root = base.removesuffix("/v1")
     for _ in range(3):
         assert ask(client, base) == "large"

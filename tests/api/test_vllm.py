@@ -57,7 +57,7 @@ def ask(client: Client, base: str, task: str | None = "triage") -> tuple[str, di
 def test_the_task_goes_to_its_adapter_which_the_gateway_loaded(servers: Servers, client: Client,
                                                                 tmp_path: Path) -> None:
     fake = servers.vllm()
-    base = servers.gateway(stack(tmp_path, fake), admin_key="admin")
+    base = servers.gateway(stack(tmp_path, fake), admin_key="admin-0123456789abcdef")
     served, headers = ask(client, base)
     assert served == "triage"
     assert (headers["x-nanoroute-model"], headers["x-nanoroute-fallbacks"]) == ("triage", "0")
@@ -66,10 +66,10 @@ def test_the_task_goes_to_its_adapter_which_the_gateway_loaded(servers: Servers,
     assert ask(client, base, task=None)[0] == "base-model"
 
     root = base.removesuffix("/v1")
-    info = httpx.get(f"{root}/admin/backends", headers={"Authorization": "Bearer admin"}).json()
+    info = httpx.get(f"{root}/admin/backends", headers={"Authorization": "Bearer admin-0123456789abcdef"}).json()
     replica = info["backends"]["local"]["replicas"][0]
     assert replica["adapters"] == ["triage"] and replica["served"] == {"base-model": None, "triage": "base-model"}
-    config = httpx.get(f"{root}/admin/config", headers={"Authorization": "Bearer admin"}).json()
+    config = httpx.get(f"{root}/admin/config", headers={"Authorization": "Bearer admin-0123456789abcdef"}).json()
     assert config["models"]["triage"]["quality"] == {"triage": 0.95}  # from the manifest
     assert config["models"]["triage"]["adapter"]["base_model"] == "base-model"
     metrics = httpx.get(f"{root}/metrics").text
@@ -121,8 +121,8 @@ def test_a_long_vllm_queue_makes_a_latency_slo_spill_to_the_hosted_model(servers
 def test_an_edited_manifest_is_a_new_version_and_a_broken_one_changes_nothing(servers: Servers,
                                                                                 tmp_path: Path) -> None:
     fake = servers.vllm()
-    base = servers.gateway(stack(tmp_path, fake), reload_interval_s=0.1, admin_key="admin")
-    root, admin = base.removesuffix("/v1"), {"Authorization": "Bearer admin"}
+    base = servers.gateway(stack(tmp_path, fake), reload_interval_s=0.1, admin_key="admin-0123456789abcdef")
+    root, admin = base.removesuffix("/v1"), {"Authorization": "Bearer admin-0123456789abcdef"}
 
     def config() -> dict:  # type: ignore[type-arg]
         return httpx.get(f"{root}/admin/config", headers=admin).json()  # type: ignore[no-any-return]
