@@ -38,8 +38,23 @@ from gateway.errors import (
 from gateway.reliability.limits import attempt_limit
 from gateway.routing.request import Operation
 
-# Fields of an OpenAI request that are the gateway's, or that litellm takes under another name.
-_NOT_FORWARDED = frozenset({"model", "stream", "metadata", "messages", "prompt", "input"})
+# The request fields handed to litellm, per operation: OpenAI's own, and the few provider fields litellm
+# maps (`top_k`, Anthropic's `thinking`). Nothing else: litellm also takes `api_base`, `base_url`,
+# `api_key`, `extra_headers`, `custom_llm_provider`, cloud credentials and prices as keyword arguments,
+# and a client that could set those would send the provider's key, or the request, wherever it liked.
+_COMMON = frozenset({"user", "stream_options"})
+_FIELDS = {
+    Operation.CHAT: _COMMON | {
+        "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+        "max_completion_tokens", "max_tokens", "modalities", "n", "parallel_tool_calls", "prediction",
+        "presence_penalty", "prompt_cache_key", "reasoning_effort", "response_format", "safety_identifier", "seed",
+        "service_tier", "stop", "temperature", "thinking", "tool_choice", "tools", "top_k", "top_logprobs", "top_p",
+        "verbosity", "web_search_options"},
+    Operation.COMPLETIONS: _COMMON | {
+        "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n", "presence_penalty",
+        "seed", "stop", "suffix", "temperature", "top_p"},
+    Operation.EMBEDDINGS: _COMMON | {"dimensions", "encoding_format"},
+}
 
 
 def _import_litellm() -> Any:
@@ -80,12 +95,12 @@ class LitellmBackend:
 
     def _kwargs(self, attempt: Attempt) -> dict[str, Any]:
         body = orjson.loads(attempt.body)
-        kwargs = {k: v for k, v in body.items() if k not in _NOT_FORWARDED}
+        fields = _FIELDS[attempt.op]
+        kwargs = {k: v for k, v in body.items() if k in fields}
         kwargs.update(self.spec.settings)
         kwargs["model"] = f"{self.spec.provider}/{attempt.model.upstream_name}"
         kwargs.setdefault("drop_params", True)  # OpenAI fields a provider lacks (e.g. seed) are dropped
-        if self._key:
-            kwargs["api_key"] = self._key
+        kwargs["api_key"] = self._key  # None too: litellm then reads the provider's own variable, never the body
         if self.spec.url:
             kwargs["api_base"] = self.spec.url
         kwargs["timeout"] = self._total_s

@@ -62,6 +62,26 @@ _FILTER_MARKERS = ("content_filter", "content_policy_violation", "contentpolicyv
                    "content management policy")
 
 
+MAX_ERROR_BYTES = 64 << 10
+"""Of an error answer, only this much is read: its message is what the gateway uses."""
+MAX_PROBE_BYTES = 16 << 20
+"""Health checks and vLLM's /v1/models and /metrics."""
+
+
+async def read_upto(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or its first `limit` bytes and one more when it is longer (the rest is not read, and the
+    connection is dropped when the response is released)."""
+    length = resp.content_length
+    if length is not None and length <= limit:
+        return await resp.read()
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit and (chunk := await resp.content.read(limit + 1 - size)):
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
 class OpenAIBackend:
     """An OpenAI-compatible server at one or more base URLs (replicas)."""
 
@@ -80,6 +100,7 @@ class OpenAIBackend:
         self._headers = {"content-type": "application/json", "accept-encoding": "identity", **spec.headers}
         self._session: aiohttp.ClientSession | None = None
         self.stream_usage = spec.stream_usage
+        self._max_bytes = spec.max_response_bytes
         self._azure_version = spec.api_version if isinstance(spec, schema.AzureBackend) else None
 
     async def start(self) -> None:
@@ -115,10 +136,16 @@ class OpenAIBackend:
         try:
             async with asyncio.timeout_at(limit):
                 with self._translate(attempt):
-                    async with self._session.post(self._url(attempt), data=attempt.body, headers=headers) as resp:
-                        body = await resp.read()
+                    async with self._session.post(self._url(attempt), data=attempt.body, headers=headers,
+                                                  allow_redirects=False) as resp:
                         if resp.status != 200:
+                            body = await read_upto(resp, MAX_ERROR_BYTES)
                             raise self._classify(attempt, resp.status, body, resp.headers)
+                        body = await read_upto(resp, self._max_bytes)
+                        if len(body) > self._max_bytes:
+                            raise UpstreamMalformed(f"upstream answered more than {self._max_bytes} bytes "
+                                                    "(max_response_bytes)", model=attempt.model.name,
+                                                    backend=self.name)
         except TimeoutError:  # only our timer's: aiohttp's own are translated inside
             raise self._timed_out(attempt, phase) from None
         try:
@@ -147,9 +174,10 @@ class OpenAIBackend:
         resp: aiohttp.ClientResponse | None = None
         try:
             with self._translate(attempt):
-                resp = await self._session.post(self._url(attempt), data=attempt.body, headers=headers)
+                resp = await self._session.post(self._url(attempt), data=attempt.body, headers=headers,
+                                                allow_redirects=False)
                 if resp.status != 200:
-                    body = await resp.read()
+                    body = await read_upto(resp, MAX_ERROR_BYTES)
                     raise self._classify(attempt, resp.status, body, resp.headers)
                 held = await hold(resp.content)
         except BaseException as exc:
@@ -170,8 +198,8 @@ class OpenAIBackend:
         ids = {"model": "", "backend": self.name}
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._session.get(url, headers=self._headers) as resp:
-                    body = await resp.read()
+                async with self._session.get(url, headers=self._headers, allow_redirects=False) as resp:
+                    body = await read_upto(resp, MAX_PROBE_BYTES)
         except TimeoutError:
             raise UpstreamTimeout(f"health check {url} got no answer within {timeout_s:g} s", **ids) from None
         except (aiohttp.ClientError, OSError) as exc:

@@ -39,7 +39,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.backends.base import Attempt, Reply, ReplyStream
-from gateway.backends.openai import OpenAIBackend
+from gateway.backends.openai import MAX_ERROR_BYTES, OpenAIBackend, read_upto
 from gateway.config import schema
 from gateway.config.table import ModelRoute, RoutingTable
 from gateway.errors import AdapterLoadFailed, UpstreamError
@@ -296,9 +296,9 @@ class VllmBackend(OpenAIBackend):
     async def _post(self, r: ReplicaState, path: str, payload: dict[str, str]) -> tuple[int, str]:
         assert self._session is not None, "backend used before start()"
         try:
-            async with self._session.post(f"{r.url}/{path}", data=orjson.dumps(payload),
-                                          headers=self._headers) as resp:
-                body = await resp.read()
+            async with self._session.post(f"{r.url}/{path}", data=orjson.dumps(payload), headers=self._headers,
+                                          allow_redirects=False) as resp:
+                body = await read_upto(resp, MAX_ERROR_BYTES)
         except (aiohttp.ClientError, OSError) as exc:
             raise AdapterLoadFailed(f"vLLM replica {r.url} did not answer {path}: {exc}", backend=self.name) from None
         return resp.status, _message(body)

@@ -84,6 +84,9 @@ class _HttpBackend(Strict):
     stream_usage: bool = True
     """Ask for usage in streams (`stream_options.include_usage`) when the client did not; turn off for a
     server that rejects `stream_options` (its streams then count no tokens)."""
+    max_response_bytes: Annotated[int, Field(ge=1024)] = 64 << 20
+    """The largest JSON answer read from it (streams are relayed as they come, never held whole); a larger
+    one fails the attempt as malformed."""
 
 
 class OpenAIBackend(_HttpBackend):

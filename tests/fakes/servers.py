@@ -86,6 +86,10 @@ class Servers:
         fake.port = self._serve(fake.app())
         return fake
 
+    def serve(self, app: web.Application) -> int:
+        """Serve any aiohttp app (an upstream that misbehaves in a way of its own) on a free loopback port."""
+        return self._serve(app)
+
     def _serve(self, app: web.Application) -> int:
         """Serve an aiohttp app on a free loopback port (stopped in `close`); returns the port."""
 
