@@ -80,6 +80,12 @@ class RoutedRequest:
         return orjson.dumps(body)
 
 
+MAX_DEPTH = 128
+"""The deepest nesting of arrays and objects a request body may have: far beyond what OpenAI's own
+schemas allow (10 levels of object properties), well within what orjson encodes again (255) and what
+Python walks without running out of stack."""
+
+
 def json_object(raw: bytes) -> dict[str, Any]:
     """A request body that must be a JSON object; raises InvalidRequest otherwise."""
     try:
@@ -88,7 +94,27 @@ def json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and too_deep(body, MAX_DEPTH):
+        raise InvalidRequest(f"The request body nests arrays and objects more than {MAX_DEPTH} deep")
     return body
+
+
+_CONTAINERS = (dict, list)
+
+
+def too_deep(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit` in a parsed JSON value (without recursion).
+    Long arrays of scalars (token ids, embeddings' inputs) are passed over at C speed."""
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        items = node.values() if type(node) is dict else node
+        if len(items) > 8 and dict not in (kinds := set(map(type, items))) and list not in kinds:
+            continue
+        stack.extend((v, depth + 1) for v in items if type(v) in _CONTAINERS)
+    return False
 
 
 def parse_request(
