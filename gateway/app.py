@@ -64,7 +64,7 @@ class Gateway:
                                            settings.admin_key.get_secret_value() if settings.admin_key else None)
         self.metrics = Metrics()
         self.inflight = InFlight(self.metrics.in_flight)
-        self.health = Health(self.metrics.circuit_open, self.metrics.replica_up)
+        self.health = Health(self.metrics.circuit_open, self.metrics.replica_up, self.metrics.breaker_checks)
         self.signals = Signals(exact_tokens=settings.exact_tokens)
         self.capture = Capture(build_sink(settings), self.metrics, settings.capture_queue)
         self.rollouts = Rollouts(self.signals, self.metrics if settings.metrics else None)
@@ -184,7 +184,7 @@ class Gateway:
             if stop_metrics is not None:
                 await stop_metrics()
             await self.reloader.stop()
-            await self.health.stop()
+            await self.health.stop(checks=True)
             await self.rollouts.stop()
             await self.capture.stop()
             for task in self._retired:

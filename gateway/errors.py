@@ -164,6 +164,9 @@ class UpstreamError(NanorouteError):
     retryable = False
     attempted = True
     unhealthy = True
+    systemic = False
+    """The failure says the model is unwell for every client, whatever the request asked (a refused
+    connection, a 429, rejected credentials): the breaker may open on it without checking the model first."""
 
     def __init__(self, message: str, *, model: str = "", backend: str = "") -> None:
         super().__init__(message)
@@ -180,6 +183,7 @@ class UpstreamConnectError(UpstreamError):
     status = 503
     code = "upstream_unavailable"
     retryable = True
+    systemic = True
 
 
 class UpstreamTimeout(UpstreamError):
@@ -193,7 +197,7 @@ class UpstreamTimeout(UpstreamError):
     def __init__(self, message: str, *, model: str = "", backend: str = "", phase: str = "total") -> None:
         super().__init__(message, model=model, backend=backend)
         self.phase = phase
-        self.retryable = phase == "connect"
+        self.retryable = self.systemic = phase == "connect"
         if phase == "deadline":
             self.fallback = self.unhealthy = False
 
@@ -203,6 +207,7 @@ class UpstreamRateLimited(UpstreamError):
     type = "rate_limit_error"
     code = "upstream_rate_limited"
     retryable = True
+    systemic = True
 
     def __init__(self, message: str, *, model: str = "", backend: str = "", retry_after: float | None = None):
         super().__init__(message, model=model, backend=backend)
@@ -223,6 +228,7 @@ class UpstreamMalformed(UpstreamError):
 
 class UpstreamAuthFailed(UpstreamError):
     code = "upstream_auth_failed"
+    systemic = True
 
 
 class AdapterLoadFailed(UpstreamError):
@@ -231,6 +237,7 @@ class AdapterLoadFailed(UpstreamError):
 
     code = "adapter_load_failed"
     retryable = True
+    systemic = True
 
 
 class ContextLengthExceeded(UpstreamError):

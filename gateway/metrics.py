@@ -73,6 +73,10 @@ class Metrics:
         self.circuit_open = Gauge("nanoroute_circuit_open",
                                   "1 while no replica of the model is closed (breakers open, health checks failing)",
                                   ["model"], multiprocess_mode="max", registry=r)
+        self.breaker_checks = Counter("nanoroute_breaker_checks",
+                                      "Checks of a model before its breaker opens on failures one client could "
+                                      "cause: failing (it opens) or answered (it stays closed)",
+                                      ["model", "result"], registry=r)
         self.replica_up = Gauge("nanoroute_replica_up",
                                 "0 while a backend replica is out (failed health checks, connection failures)",
                                 ["backend", "replica"], multiprocess_mode="livemin", registry=r)

@@ -48,6 +48,10 @@ class Breaker(Strict):
     min_requests: Annotated[int, Field(ge=1)] = 20
     cooldown_s: PositiveFloat = 5.0
     max_cooldown_s: PositiveFloat = 120.0
+    confirm: bool = True
+    """Before failures that one client's requests could cause (5xx answers, timeouts, malformed answers)
+    open a model's breaker, ask the model a one-token question of the same kind; open only if that fails
+    too. Refused connections, 429s and rejected credentials open it at once."""
 
     @model_validator(mode="after")
     def _cooldowns(self) -> Breaker:

@@ -8,6 +8,13 @@
   opens it again with a longer cooldown; a probe that ends without a verdict (the client went away)
   frees the slot for the next request.
 
+Failures that one client's requests may cause (a payload that makes the upstream answer 500, a prompt
+so long that it times out) do not open it on their own when a `confirm` hook is set: reaching the
+threshold calls the hook instead, which asks the model a small question of its own (`Health`), and
+`confirmed()` then opens the breaker if that fails too, or clears the count if the model answered.
+Failures that say the model is down for everyone (`systemic`: refused connections, 429s, rejected
+credentials) open it at once.
+
 Every operation is O(1) except the error-rate check, which sums `BUCKETS` counters and runs only on a
 failure. Times are `time.monotonic()` seconds, passed in, so tests drive the clock.
 """
@@ -23,13 +30,17 @@ BUCKETS = 10
 
 
 class Breaker:
-    __slots__ = ("_bucket_s", "_closed_at", "_consecutive", "_counts", "_epochs", "_fails", "_probing", "_trips",
-                 "_until", "cfg", "last_failure", "on_change", "state")
+    __slots__ = ("_bucket_s", "_closed_at", "_confirming", "_consecutive", "_counts", "_epochs", "_fails", "_probing",
+                 "_trips", "_until", "cfg", "confirm", "last_failure", "on_change", "state")
 
     def __init__(self, cfg: schema.Breaker, on_change: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
         self.on_change = on_change
         """Called when the breaker opens or closes (not on the move to half-open)."""
+        self.confirm: Callable[[], None] | None = None
+        """Asked to check the model before failures that may be one client's open the breaker; it answers
+        through `confirmed()`. None: such failures open it like any other."""
+        self._confirming = False
         self.state = CLOSED
         self.last_failure = float("-inf")
         self._consecutive = 0
@@ -76,7 +87,8 @@ class Breaker:
         if self.state == HALF_OPEN:
             self._close(now)
 
-    def failure(self, now: float) -> None:
+    def failure(self, now: float, *, systemic: bool = True) -> None:
+        """A failed request. `systemic`: the failure cannot have come from what the request asked (see above)."""
         self.last_failure = now
         if not self.cfg.enabled or self.state == OPEN:
             return
@@ -85,7 +97,23 @@ class Breaker:
         if self.state == HALF_OPEN:
             self._open(now, self._cooldown(now, escalate=True))
         elif self._consecutive >= self.cfg.consecutive_failures or self._rate_exceeded(now):
+            if systemic or self.confirm is None:
+                self._open(now, self._cooldown(now, escalate=False))
+            elif not self._confirming:
+                self._confirming = True
+                self.confirm()
+
+    def confirmed(self, now: float, failing: bool) -> None:
+        """The check that `confirm` started has ended: `failing` opens the breaker (if it is still closed);
+        otherwise the model answered, so the failures so far were the requests' own and are forgotten."""
+        self._confirming = False
+        if self.state != CLOSED:
+            return
+        if failing:
             self._open(now, self._cooldown(now, escalate=False))
+        else:
+            self._consecutive = 0
+            self._epochs = [-1] * BUCKETS
 
     def hold(self, now: float, seconds: float) -> None:
         """Open for `seconds` (capped at max_cooldown_s) because the upstream said so (a long Retry-After)."""

@@ -274,7 +274,7 @@ async def _send(run: _Run[Reply], backend: Backend, attempt: Attempt, slot: AnyS
     try:
         reply = await backend.call(attempt)
     except UpstreamError as exc:
-        slot.failed(exc, clock(), probes)
+        slot.failed(exc, clock(), probes, attempt.op)
         raise
     except BaseException:  # cancelled: the client went away; no verdict on the model
         slot.release(probes)
@@ -294,7 +294,7 @@ async def _open(run: _Run[ReplyStream], backend: Backend, attempt: Attempt, slot
     except BaseException as exc:
         run.inflight.leave(name)
         if isinstance(exc, UpstreamError):
-            slot.failed(exc, clock(), probes)
+            slot.failed(exc, clock(), probes, attempt.op)
         else:
             slot.release(probes)
         raise

@@ -11,7 +11,10 @@ what did not change. For each backend replica (one base URL):
   replica is *saturated* and new requests spill over rather than queue.
 
 And for each model on each replica, a **slot** with its own breaker counting every error that says the
-model is unwell (`UpstreamError.unhealthy`). `ModelHealth.pick()` takes the model's slots in turn and
+model is unwell (`UpstreamError.unhealthy`). Before failures that one client's requests may have caused
+open it (`breaker.confirm`), the slot's model is asked a one-token question of the same kind on that
+replica (`check_model`): one client's poisoned payloads cannot switch a model off for everyone, while a
+real outage fails the check too and opens the breaker. `ModelHealth.pick()` takes the model's slots in turn and
 returns the first whose replica is in and whose two breakers let a request through; None when every
 one is out, which the chain reports as `CircuitOpen`. `nanoroute_circuit_open{model}` is 1 while no
 slot of the model is fully closed; `nanoroute_replica_up{backend,replica}` is 0 while a replica is out.
@@ -22,19 +25,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Mapping
+from functools import partial
 
-from prometheus_client import Gauge
+import orjson
+from prometheus_client import Counter, Gauge
 
-from gateway.backends.base import Backend
+from gateway.backends.base import Attempt, Backend
 from gateway.backends.vllm import VllmBackend
 from gateway.config import schema
-from gateway.config.table import RoutingTable
+from gateway.config.table import ModelRoute, RoutingTable
 from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from gateway.reliability.breaker import CLOSED, Breaker
+from gateway.routing.request import Operation
 
 log = logging.getLogger("nanoroute")
+
+CHECK_TIMEOUT_S = 30.0
+"""The longest a breaker's check of a model may take (less when the backend's first-token limit is shorter)."""
+CHECK_BODIES = {
+    Operation.CHAT: {"messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1},
+    Operation.COMPLETIONS: {"prompt": "OK", "max_tokens": 1},
+    Operation.EMBEDDINGS: {"input": "OK"},
+}
+
 
 def health_check(spec: schema.Backend) -> schema.HealthCheck | None:
     """The backend's active health check with its defaults resolved; None when off."""
@@ -88,11 +104,13 @@ class Replica:
 class Slot:
     """One model on one replica. Attempts report back: `succeeded`, `failed`, or `release(probes)`."""
 
-    __slots__ = ("breaker", "index", "model", "replica")
+    __slots__ = ("breaker", "index", "model", "op", "replica")
 
     def __init__(self, model: ModelHealth, replica: Replica, cfg: schema.Breaker) -> None:
         self.model, self.replica, self.index = model, replica, replica.index
         self.breaker = Breaker(cfg, model.refresh)
+        self.op = Operation.CHAT
+        """The kind of the last failed request: what a check of the model asks."""
 
     def ready(self, now: float) -> bool:
         r = self.replica
@@ -118,7 +136,7 @@ class Slot:
         self.replica.breaker.success(now)
         self.breaker.success(now)
 
-    def failed(self, err: UpstreamError, now: float, probes: int) -> None:
+    def failed(self, err: UpstreamError, now: float, probes: int, op: Operation | None = None) -> None:
         if isinstance(err, UpstreamTimeout) and err.phase == "deadline":
             self.release(probes)  # the request ran out of time: says nothing about the model
             return
@@ -127,7 +145,9 @@ class Slot:
         else:
             self.replica.breaker.success(now)
         if err.unhealthy:
-            self.breaker.failure(now)
+            if op is not None:
+                self.op = op
+            self.breaker.failure(now, systemic=err.systemic)
             self.model.last_failure = now
         else:
             self.breaker.success(now)
@@ -201,13 +221,16 @@ class ModelHealth:
 class Health:
     """Breakers and health checks for one app instance. `start(table, backends)` again after a reload."""
 
-    def __init__(self, circuit_gauge: Gauge | None = None, replica_gauge: Gauge | None = None) -> None:
+    def __init__(self, circuit_gauge: Gauge | None = None, replica_gauge: Gauge | None = None,
+                 checks: Counter | None = None) -> None:
         self._circuit_gauge = circuit_gauge
         self._replica_gauge = replica_gauge
+        self._checks = checks
         self._models: dict[str, ModelHealth] = {}
         self._replicas: dict[tuple[str, str, schema.Breaker], Replica] = {}
         self._slots: dict[tuple[str, str, str, schema.Breaker], Slot] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._checking: set[asyncio.Task[None]] = set()
 
     def model(self, name: str) -> ModelHealth | None:
         return self._models.get(name)
@@ -225,14 +248,53 @@ class Health:
             if check is not None and name in backends:
                 task = loop.create_task(self._check_loop(backends[name], self.replicas(name), check))
                 self._tasks.append(task)
+        for model in table.models.values():
+            spec = table.config.backends[model.backend]
+            backend = backends.get(model.backend)
+            for slot in self._models[model.name].slots:
+                confirm = spec.breaker.confirm and backend is not None
+                slot.breaker.confirm = partial(self._confirm, slot, model, backend, spec) if confirm else None
 
-    async def stop(self) -> None:
+    async def stop(self, *, checks: bool = False) -> None:
+        """Stop the health checks (`checks`: and the breakers' checks of models under way: at shutdown)."""
         tasks, self._tasks = self._tasks, []
+        if checks:
+            tasks += self._checking
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def _confirm(self, slot: Slot, model: ModelRoute, backend: Backend, spec: schema.Backend) -> None:
+        task = asyncio.get_running_loop().create_task(self._check_model(slot, model, backend, spec))
+        self._checking.add(task)
+        task.add_done_callback(self._checking.discard)
+
+    async def _check_model(self, slot: Slot, model: ModelRoute, backend: Backend, spec: schema.Backend) -> None:
+        """Whether the model fails a small request of its own on the slot's replica; tells the breaker."""
+        failing, why = False, ""
+        loop = asyncio.get_running_loop()
+        body = orjson.dumps({"model": model.upstream_name, **CHECK_BODIES[slot.op]})
+        attempt = Attempt(slot.op, model, body, f"breaker-check-{os.urandom(6).hex()}", slot.index,
+                          loop.time() + min(CHECK_TIMEOUT_S, spec.timeouts.ttft_s))
+        try:
+            await backend.call(attempt)
+        except UpstreamError as exc:
+            failing = exc.unhealthy
+            why = exc.message
+        except Exception:  # a bug: do not open on it
+            log.exception("breaker check of model '%s' failed", model.name)
+        finally:
+            slot.breaker.confirmed(clock(), failing)
+        if self._checks is not None:
+            self._checks.labels(model.name, "failing" if failing else "answered").inc()
+        if failing:
+            log.warning("model '%s' on replica %d fails a check request too (%s): its breaker opens", model.name,
+                        slot.index, why)
+        else:
+            log.info("model '%s' on replica %d answers a check request: the failures were the requests' own, "
+                     "its breaker stays closed", model.name, slot.index)
 
     def _configure(self, table: RoutingTable) -> None:
         replicas: dict[tuple[str, str, schema.Breaker], Replica] = {}
@@ -304,6 +366,6 @@ class Health:
         return (await backend.refresh(replica.index, check.timeout_s)).waiting
 
 
-def now() -> float:
+def clock() -> float:
     """The clock breakers run on."""
     return time.monotonic()

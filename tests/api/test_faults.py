@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from tests.api.observe import Scrape, assert_nothing_left, tasks
-from tests.api.support import MESSAGES, Client
+from tests.api.support import MESSAGES, Client, wait_until
 from tests.fakes.servers import Servers, free_port
 from tests.fakes.upstream import FakeUpstream
 
@@ -302,10 +302,13 @@ BREAKER = ", breaker: {consecutive_failures: 2, cooldown_s: 0.5}"
 def test_the_breaker_opens_skips_the_model_then_probes_and_closes(setup: object, client: Client) -> None:
     s = setup("status:500", main_backend=BREAKER)  # type: ignore[operator]
     sdk = client(s.base)
-    for _ in range(4):
+    for i in range(4):
         assert sdk.chat.completions.with_raw_response.create(
             model="auto", messages=MESSAGES).headers["x-nanoroute-model"] == "spare"
-    assert len(s.main.seen) == 2  # then open: the next two did not call it
+        if i == 1:  # two failures: the gateway checks the model, which fails that too, and opens its breaker
+            wait_until(lambda: Scrape(s.base).value("nanoroute_circuit_open", model="main") == 1)
+    assert len(s.main.served) == 2  # then open: the next two did not call it
+    assert [c.body["max_tokens"] for c in s.main.seen if c.check] == [1]
     m = Scrape(s.base)
     assert m.value("nanoroute_circuit_open", model="main") == 1
     assert m.value("nanoroute_fallbacks_total", from_model="main", reason="circuit_open") == 2
@@ -335,6 +338,7 @@ def test_when_every_candidate_is_open_the_answer_is_503_with_retry_after_at_once
     sdk = client(base)
     with pytest.raises(openai.InternalServerError):
         sdk.chat.completions.create(model="auto", messages=MESSAGES)
+    wait_until(lambda: Scrape(base).value("nanoroute_circuit_open", model="main") == 1)  # the check failed too
     started = time.monotonic()
     with pytest.raises(openai.InternalServerError) as info:
         sdk.chat.completions.create(model="auto", messages=MESSAGES)
@@ -342,7 +346,7 @@ def test_when_every_candidate_is_open_the_answer_is_503_with_retry_after_at_once
     exc = info.value
     assert (exc.status_code, exc.code) == (503, "models_unavailable")
     assert exc.response.headers["retry-after"] == "7"
-    assert len(main.seen) == 1
+    assert len(main.served) == 1
 
 
 def test_least_recently_failed_tries_an_open_model_anyway(servers: Servers, client: Client) -> None:
@@ -352,10 +356,11 @@ def test_least_recently_failed_tries_an_open_model_anyway(servers: Servers, clie
     sdk = client(base)
     with pytest.raises(openai.InternalServerError):
         sdk.chat.completions.create(model="auto", messages=MESSAGES)
+    wait_until(lambda: Scrape(base).value("nanoroute_circuit_open", model="main") == 1)
     main.behaviour = "ok"
     raw = sdk.chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
     assert raw.headers["x-nanoroute-model"] == "main"
-    assert len(main.seen) == 2
+    assert len(main.served) == 2
     assert Scrape(base).value("nanoroute_circuit_open", model="main") == 0  # the answer closed it
 
 

@@ -50,6 +50,11 @@ class Seen:
     headers: dict[str, str]
     body: dict[str, Any]
 
+    @property
+    def check(self) -> bool:
+        """The gateway's own check of the model before its breaker opens, not a client's request."""
+        return self.headers.get("x-request-id", "").startswith("breaker-check-")
+
 
 @dataclass
 class FakeUpstream:
@@ -77,6 +82,11 @@ class FakeUpstream:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def served(self) -> list[Seen]:
+        """The requests made for clients: what was seen, less the gateway's breaker checks."""
+        return [s for s in self.seen if not s.check]
 
     def app(self) -> web.Application:
         app = web.Application()
