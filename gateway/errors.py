@@ -35,6 +35,11 @@ The tree::
     AllAttemptsFailed                   every model in the chain failed; keeps each attempt's error in order
     └── AllCandidatesUnavailable        503 no model was tried: each was skipped as open or overloaded
 
+What a client is told is not always what the gateway logs: an `UpstreamError`'s `message` is for the
+operator (backend names, addresses, the upstream's own words, the environment variable a key comes
+from) and goes to the access log; its `public` text, which the error envelope carries, says what
+happened without any of that.
+
 An `UpstreamError` says what may help through four flags: `fallback` (another model may succeed),
 `retryable` (the same model may, after a pause), `attempted` (the upstream was actually called) and
 `unhealthy` (it counts against the model's circuit breaker). docs/reliability.md has the table.
@@ -168,6 +173,11 @@ class UpstreamError(NanorouteError):
     """The failure says the model is unwell for every client, whatever the request asked (a refused
     connection, a 429, rejected credentials): the breaker may open on it without checking the model first."""
 
+    public_message = "the upstream failed"
+    """What a client is told of this failure, when the message may say more than a client should see."""
+    message_is_public = False
+    """The message says nothing a client should not see (the gateway's own reasons), so it is told as is."""
+
     def __init__(self, message: str, *, model: str = "", backend: str = "") -> None:
         super().__init__(message)
         self.model = model
@@ -178,10 +188,18 @@ class UpstreamError(NanorouteError):
         """A short, fixed name for logs, headers and metric labels."""
         return _KIND[type(self)]
 
+    @property
+    def public(self) -> str:
+        return self.message if self.message_is_public else self.public_message
+
+    def envelope(self) -> bytes:
+        return error_body(self.public, self.type, self.code, self.param)
+
 
 class UpstreamConnectError(UpstreamError):
     status = 503
     code = "upstream_unavailable"
+    public_message = "the upstream could not be reached"
     retryable = True
     systemic = True
 
@@ -197,9 +215,18 @@ class UpstreamTimeout(UpstreamError):
     def __init__(self, message: str, *, model: str = "", backend: str = "", phase: str = "total") -> None:
         super().__init__(message, model=model, backend=backend)
         self.phase = phase
+        self.message_is_public = phase == "deadline"  # the gateway's own limit, which the client may set
+        self.public_message = _TIMEOUTS.get(phase, "the upstream did not answer in time")
         self.retryable = self.systemic = phase == "connect"
         if phase == "deadline":
             self.fallback = self.unhealthy = False
+
+
+_TIMEOUTS = {
+    "connect": "the upstream did not accept the connection in time",
+    "first_token": "the upstream sent no content in time",
+    "idle": "the upstream stalled in the middle of the stream",
+}
 
 
 class UpstreamRateLimited(UpstreamError):
@@ -208,6 +235,7 @@ class UpstreamRateLimited(UpstreamError):
     code = "upstream_rate_limited"
     retryable = True
     systemic = True
+    public_message = "the upstream is limiting the rate of requests"
 
     def __init__(self, message: str, *, model: str = "", backend: str = "", retry_after: float | None = None):
         super().__init__(message, model=model, backend=backend)
@@ -219,15 +247,18 @@ class UpstreamRateLimited(UpstreamError):
 
 class UpstreamServerError(UpstreamError):
     code = "upstream_server_error"
+    public_message = "the upstream answered with a server error"
     retryable = True
 
 
 class UpstreamMalformed(UpstreamError):
     code = "upstream_malformed_response"
+    public_message = "the upstream sent a malformed answer"
 
 
 class UpstreamAuthFailed(UpstreamError):
     code = "upstream_auth_failed"
+    public_message = "the upstream refused the gateway's credentials"
     systemic = True
 
 
@@ -238,6 +269,7 @@ class AdapterLoadFailed(UpstreamError):
     code = "adapter_load_failed"
     retryable = True
     systemic = True
+    public_message = "the model's LoRA adapter could not be loaded"
 
 
 class ContextLengthExceeded(UpstreamError):
@@ -245,6 +277,7 @@ class ContextLengthExceeded(UpstreamError):
     type = "invalid_request_error"
     code = "context_length_exceeded"
     unhealthy = False
+    message_is_public = True  # what the upstream said of the request's size tells the client what to fix
 
 
 class UpstreamRejected(UpstreamError):
@@ -255,6 +288,7 @@ class UpstreamRejected(UpstreamError):
 
     fallback = False
     unhealthy = False
+    message_is_public = True  # the upstream's words about the request, for the client that sent it
 
     def __init__(self, message: str, *, model: str = "", backend: str = "", status: int, body: bytes):
         super().__init__(message, model=model, backend=backend)
@@ -278,6 +312,7 @@ class CascadeEscalated(UpstreamError):
     model answers instead. Not an upstream error: the model answered, just not well enough."""
 
     unhealthy = False
+    message_is_public = True
 
     def __init__(self, check: str, *, model: str = "", backend: str = "") -> None:
         super().__init__(f"the answer failed the cascade's {check} check", model=model, backend=backend)
@@ -295,6 +330,7 @@ class Skipped(UpstreamError):
     status = 503
     attempted = False
     unhealthy = False
+    message_is_public = True
 
     def __init__(self, message: str, *, model: str = "", backend: str = "", retry_after: float | None = None):
         super().__init__(message, model=model, backend=backend)
@@ -351,6 +387,8 @@ class AllAttemptsFailed(NanorouteError):
         parts = "; ".join(f"{e.model} ({e.backend}): {e.message}" for e in self.errors)
         n = len(self.errors)
         super().__init__(f"All {n} attempt(s) for policy '{policy}' failed: {parts}")
+        self.public = (f"All {n} attempt(s) for policy '{policy}' failed: "
+                       + "; ".join(f"{e.model}: {e.public}" for e in self.errors))
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return self.errors[-1].headers()
@@ -359,7 +397,7 @@ class AllAttemptsFailed(NanorouteError):
         last = self.errors[-1]
         if isinstance(last, UpstreamRejected):
             return last.envelope()
-        return super().envelope()
+        return error_body(self.public, self.type, self.code, self.param)
 
 
 class AllCandidatesUnavailable(AllAttemptsFailed):
@@ -372,15 +410,16 @@ class AllCandidatesUnavailable(AllAttemptsFailed):
         self.status, self.type, self.code = 503, "upstream_error", "models_unavailable"
         waits = [e.retry_after for e in self.errors if isinstance(e, Skipped) and e.retry_after is not None]
         self.retry_after = min(waits, default=1.0)
-        self.message = (f"No model can take the request now for policy '{policy}' (each is open or at capacity); "
-                        f"retry after {max(1, math.ceil(self.retry_after))} s: "
-                        + "; ".join(f"{e.model}: {e.message}" for e in self.errors))
+        self.message = self.public = (
+            f"No model can take the request now for policy '{policy}' (each is open or at capacity); "
+            f"retry after {max(1, math.ceil(self.retry_after))} s: " + "; ".join(f"{e.model}: {e.message}"
+                                                                                for e in self.errors))
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return _retry_after(self.retry_after)
 
     def envelope(self) -> bytes:
-        return error_body(self.message, self.type, self.code)
+        return error_body(self.public, self.type, self.code)
 
 
 def _retry_after(seconds: float | None) -> list[tuple[bytes, bytes]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -278,5 +279,10 @@ def _retry_after(exc: Exception) -> float | None:
     return None
 
 
+# litellm puts its own class names before the provider's message: "litellm.BadRequestError:
+# AnthropicException - {...}". The client is told the provider's words, not the library's.
+_LIBRARY_PREFIX = re.compile(r"^(?:litellm\.\w+:\s*)?(?:\w+Exception\s*-\s*)?")
+
+
 def _short(text: str) -> str:
-    return " ".join(text.split())[:300]
+    return _LIBRARY_PREFIX.sub("", " ".join(text.split()))[:300]

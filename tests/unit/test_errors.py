@@ -156,7 +156,9 @@ def test_all_attempts_failed_keeps_errors_in_order_and_takes_the_last_status() -
     assert (exc.status, exc.code, exc.type) == (504, "upstream_timeout", "upstream_error")
     assert exc.message == ("All 2 attempt(s) for policy 'support' failed: small (local): cannot connect; "
                            "large (openai): too slow")
-    assert envelope(exc)["message"] == exc.message
+    # The client is told which model failed how, not the backends nor the upstreams' own words (the log is).
+    assert envelope(exc)["message"] == ("All 2 attempt(s) for policy 'support' failed: small: the upstream could "
+                                        "not be reached; large: the upstream did not answer in time")
 
 
 def test_all_attempts_failed_takes_the_last_errors_headers() -> None:
