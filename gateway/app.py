@@ -66,7 +66,7 @@ class Gateway:
         self.inflight = InFlight(self.metrics.in_flight)
         self.health = Health(self.metrics.circuit_open, self.metrics.replica_up, self.metrics.breaker_checks)
         self.signals = Signals(exact_tokens=settings.exact_tokens)
-        self.capture = Capture(build_sink(settings), self.metrics, settings.capture_queue)
+        self.capture = Capture(build_sink(settings), self.metrics, settings.capture_queue, settings.capture_queue_bytes)
         self.rollouts = Rollouts(self.signals, self.metrics if settings.metrics else None)
         self._vllm_hooks = VllmHooks(queue_wait=self._queue_wait, adapter_load=self._adapter_load)
         self._access_log = settings.access_log

@@ -308,7 +308,7 @@ class ContentFiltered(UpstreamRejected):
 
 
 class CascadeEscalated(UpstreamError):
-    """A cascade's check turned a model's answer down (`check`: json, refusal, regex or logprob); the next
+    """A cascade's check turned a model's answer down (`check`: json, refusal, regex, logprob or size); the next
     model answers instead. Not an upstream error: the model answered, just not well enough."""
 
     unhealthy = False

@@ -137,6 +137,8 @@ class Rollouts:
         self._states: dict[str, RolloutState] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._backends: Mapping[str, Backend] = {}
+        self._known_tasks: frozenset[str] = frozenset()
+        """The tasks the config names: a score is kept per task only for these, never per client string."""
 
     # -- config -----------------------------------------------------------------------------------------
 
@@ -163,7 +165,7 @@ class Rollouts:
                 states[policy.name] = RolloutState(policy.name, rr, policy.require.min_quality, rr.settings.stage,
                                                    auto=rr.settings.auto)
                 self._publish(states[policy.name])
-        self._states, self._backends = states, backends
+        self._states, self._backends, self._known_tasks = states, backends, table.tasks
 
     # -- the request path -------------------------------------------------------------------------------
 
@@ -292,7 +294,7 @@ class Rollouts:
         if self.metrics is not None:
             self.metrics.rollout_score.labels(st.policy, st.route.model.name).set(live)
         if st.scored >= s.min_samples:
-            self.signals.set_quality(st.route.model.name, task, live)
+            self.signals.set_quality(st.route.model.name, task if task in self._known_tasks else None, live)
         if not st.auto or st.scored < s.min_samples or st.stage == "stopped":
             return
         if live >= st.min_quality:

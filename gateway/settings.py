@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     capture_file_bytes: int = Field(64 << 20, ge=1024, description="A capture file is closed past this size")
     capture_max_bytes: int = Field(1 << 30, ge=1024, description="Each file set's cap; the oldest files go first")
     capture_queue: int = Field(1024, ge=1, description="Records waiting to be written; more are dropped and counted")
+    capture_queue_bytes: int = Field(64 << 20, ge=1024,
+                                     description="Bytes the records waiting to be written may hold; more are dropped")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -150,7 +150,7 @@ async def _relay_json(gw: Gateway, state: State, decision: Decision, req: Routed
     rec.upstream_s = perf_counter() - t0
     reply = answered.result
     if rec.capture is not None:
-        rec.capture.reply = reply.parsed
+        rec.capture.answered(reply.parsed, len(reply.body))
     if rec.rollout is not None:
         rec.rollout.reply = reply.parsed
     _answered(rec, answered.model, answered.failures)

@@ -1,8 +1,9 @@
 """Sampling on the request path, a bounded queue, and the task that writes captures off it.
 
     proxy: rec.capture = capture.sample(route, req, table)   when the policy has `capture` (else nothing runs)
-           rec.capture.reply = parsed JSON reply              or, for a stream, rec.capture.feed(bytes) per chunk
+           rec.capture.answered(parsed JSON reply, bytes)     or, for a stream, rec.capture.feed(bytes) per chunk
     app:   capture.offer(rec)                                 when the request ends: put_nowait, or drop and count
+                                                              (the queue is bounded in records and in bytes)
     task:  redact, encode and write each batch in a worker thread; count what was written and dropped
 """
 
@@ -41,16 +42,22 @@ DROP_REASONS = ("queue_full", "too_large", "write_error", "invalid", "shutdown")
 class Sample:
     """One sampled request, from the decision to the end of its answer. Holds references, copies nothing."""
 
-    __slots__ = ("at", "body", "chunks", "file_set", "redactor", "reply", "size")
+    __slots__ = ("at", "body", "chunks", "file_set", "redactor", "reply", "request_bytes", "size")
 
-    def __init__(self, file_set: str, redactor: Redactor, body: dict[str, Any]) -> None:
+    def __init__(self, file_set: str, redactor: Redactor, body: dict[str, Any], request_bytes: int = 0) -> None:
         self.file_set = file_set
         self.redactor = redactor
         self.body = body
+        self.request_bytes = request_bytes
         self.reply: dict[str, Any] | None = None
         self.chunks: list[bytes] = []
         self.size = 0
+        """The answer's bytes: a JSON answer's, or a stream's so far."""
         self.at = time.time()
+
+    def answered(self, parsed: dict[str, Any], size: int) -> None:
+        """A JSON answer, parsed, and its size in bytes."""
+        self.reply, self.size = parsed, size
 
     def feed(self, data: bytes) -> None:
         """A stream's bytes as relayed to the client (complete events)."""
@@ -58,11 +65,19 @@ class Sample:
         if self.size <= MAX_STREAM_BYTES:
             self.chunks.append(data)
 
+    @property
+    def weight(self) -> int:
+        """What it holds in memory while it waits to be written: about the request's and the answer's bytes."""
+        return self.request_bytes + min(self.size, MAX_STREAM_BYTES)
+
 
 class Capture:
-    def __init__(self, sink: Sink, metrics: Metrics, queue_size: int) -> None:
+    def __init__(self, sink: Sink, metrics: Metrics, queue_size: int, queue_bytes: int = 64 << 20) -> None:
         self.sink = sink
         self._queue: asyncio.Queue[tuple[Sample, RequestRecord]] = asyncio.Queue(queue_size)
+        self._max_bytes = queue_bytes
+        self._queued_bytes = 0
+        """What the samples in the queue, and the batch being written, hold."""
         self._written = metrics.capture_written
         self._dropped = {reason: metrics.capture_dropped.labels(reason) for reason in DROP_REASONS}
         self._task: asyncio.Task[None] | None = None
@@ -81,7 +96,7 @@ class Capture:
             return None
         if random.random() >= cap.sample:
             return None
-        return Sample(cap.file_set(req.task), table.redactor, req.body)
+        return Sample(cap.file_set(req.task), table.redactor, req.body, len(req.raw))
 
     def offer(self, rec: RequestRecord) -> None:
         """Queue a finished sampled request; never waits. Only answered requests are worth keeping."""
@@ -91,10 +106,16 @@ class Capture:
         if sample.size > MAX_STREAM_BYTES:
             self._dropped["too_large"].inc()
             return
+        weight = sample.weight
+        if self._queued_bytes + weight > self._max_bytes:
+            self._dropped["queue_full"].inc()
+            return
         try:
             self._queue.put_nowait((sample, rec))
         except asyncio.QueueFull:
             self._dropped["queue_full"].inc()
+            return
+        self._queued_bytes += weight
 
     # --- feedback ---------------------------------------------------------------------------------
 
@@ -142,6 +163,7 @@ class Capture:
             except Exception:  # a bug: keep capturing what comes next
                 log.exception("capture: writing a batch failed")
             finally:
+                self._queued_bytes -= sum(sample.weight for sample, _ in batch)
                 self._busy = False
 
     def _write(self, batch: list[tuple[Sample, RequestRecord]]) -> None:

@@ -1,8 +1,9 @@
 """`cascade`: is a cheaper model's answer good enough to stop, or does the request escalate?
 
 `verdict()` returns None for an answer that passes every declared check, else the name of the check it
-failed (a fixed set: json, refusal, regex, logprob). Streams are judged on the text assembled from
-their chunks. The checks read only what the answer says; they never call a model.
+failed (a fixed set: json, refusal, regex, logprob; and size, for a stream too long to hold and check).
+Streams are judged on the text assembled from their chunks. The checks read only what the answer says;
+they never call a model.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from gateway.config.table import ModelRoute, PolicyRoute
 from gateway.errors import CascadeEscalated, UpstreamError
 from gateway.routing.decide import Decision
 from gateway.routing.request import RoutedRequest
+
+MAX_BUFFER = 4 << 20
+"""The most of a cascading model's stream held to be checked; a longer answer escalates (check `size`)."""
 
 _REFUSALS = re.compile(
     r"^\s*(i'?m sorry|i am sorry|sorry, (but )?i|i can(no|')t (help|assist|do|provide)|i cannot|"
@@ -125,9 +129,14 @@ class Gate:
         if model.name not in self.checked:
             return None
         parts: list[bytes] = []
+        size = 0
         try:
             async for chunk in stream:
                 parts.append(chunk)
+                size += len(chunk)
+                if size > MAX_BUFFER:  # too long to hold and check whole: the next model answers
+                    await stream.aclose()
+                    return CascadeEscalated("size", model=model.name, backend=model.backend)
         except UpstreamError as exc:
             await stream.aclose()
             return exc

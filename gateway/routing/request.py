@@ -7,6 +7,7 @@ name equals what the client sent, the original bytes go upstream untouched.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,9 @@ class Operation(enum.Enum):
     def required(self) -> str:
         return _REQUIRED[self]
 
+
+TASK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
+"""What a task name may be, from a header or the body's metadata: the config's names, at most 128 characters."""
 
 _REQUIRED = {Operation.CHAT: "messages", Operation.COMPLETIONS: "prompt", Operation.EMBEDDINGS: "input"}
 
@@ -139,10 +143,14 @@ def parse_request(
     if stream and op is Operation.EMBEDDINGS:
         raise InvalidRequest("Embeddings cannot be streamed", param="stream")
     task = task_header
+    param = "X-Nanoroute-Task"
     if task is None:
         meta = body.get("metadata")
         if isinstance(meta, dict) and isinstance(meta.get("task"), str):
-            task = meta["task"]
+            task, param = meta["task"], "metadata.task"
+    if task and TASK.fullmatch(task) is None:
+        raise InvalidRequest(f"{param} must be 1-128 letters, digits, '.', '_', ':', '/', '@' or '-', starting with "
+                             "a letter or digit", param=param)
     add_usage = False
     if stream:
         options = body.get("stream_options")
