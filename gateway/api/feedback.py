@@ -1,8 +1,10 @@
 """`POST /v1/feedback {request_id, score and/or label[, comment]}`: feedback on an answer the gateway gave.
 
-Appended to the feedback file set beside the captures (redacted like them), keyed by request id (the
-`x-request-id` of the answer); `nanoroute distill export` joins it to the captured request. Feedback
-on a request that was not captured is kept all the same: it costs a line and may be joined later.
+Appended to the feedback file set beside the captures (redacted like them), with the request id (the
+`x-request-id` of the answer) and the id of the client key that sent it; `nanoroute distill export` joins
+it to the request that key made with that id, and to no other: a key cannot score another key's answers,
+nor reach them by sending its own X-Request-Id. Feedback on a request that was not captured is kept all
+the same: it costs a line and may be joined later.
 """
 
 from __future__ import annotations

@@ -64,13 +64,19 @@ def read_jsonl(folder: Path) -> Iterator[dict[str, Any] | None]:
                 yield row if isinstance(row, dict) else None
 
 
-def feedback(capture_dir: Path) -> dict[str, dict[str, Any]]:
-    """The latest score and label given to each request id (a later entry overrides an earlier one's fields)."""
-    found: dict[str, dict[str, Any]] = {}
+Owner = tuple[str | None, str]
+"""A request as feedback names it: the client key id that made it (None with no keys), and its request id."""
+
+
+def feedback(capture_dir: Path) -> dict[Owner, dict[str, Any]]:
+    """The latest score and label each client gave each of its request ids (a later entry overrides an
+    earlier one's fields). Feedback counts for a request only when the key that made it gave it: another
+    key naming the same request id, or sending a request with the same X-Request-Id, changes nothing."""
+    found: dict[Owner, dict[str, Any]] = {}
     for row in read_jsonl(capture_dir / FEEDBACK):
         if row is None or not isinstance(row.get("request_id"), str):
             continue
-        entry = found.setdefault(row["request_id"], {})
+        entry = found.setdefault((row.get("client"), row["request_id"]), {})
         entry.update({k: row[k] for k in ("score", "label") if row.get(k) is not None})
     return found
 
@@ -107,11 +113,11 @@ def held_out(key: str, seed: int, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def _kept(row: dict[str, Any], opts: Export, notes: dict[str, dict[str, Any]], stats: Stats) -> bool:
+def _kept(row: dict[str, Any], opts: Export, notes: dict[Owner, dict[str, Any]], stats: Stats) -> bool:
     if opts.models and row.get("model") not in opts.models and row.get("upstream_model") not in opts.models:
         stats.dropped["model"] += 1
         return False
-    note = notes.get(row.get("request_id") or "")
+    note = notes.get((row.get("client"), row.get("request_id") or ""))
     if note is None:
         return True
     stats.with_feedback += 1
