@@ -41,7 +41,15 @@ import orjson
 from gateway.backends.base import Attempt, Backend
 from gateway.capture.answer import from_reply, from_stream
 from gateway.config.table import ModelRoute, RolloutRoute, RoutingTable
-from gateway.distill.evaluate import answer_text, exact, json_fields, judge_messages, judge_verdict
+from gateway.distill.evaluate import (
+    JUDGE_MAX_TOKENS,
+    answer_text,
+    exact,
+    json_fields,
+    judge_messages,
+    judge_nonce,
+    judge_verdict,
+)
 from gateway.errors import InvalidRequest, NotFound, UpstreamError
 from gateway.record import Outcome, RequestRecord
 from gateway.routing.decide import Decision
@@ -255,7 +263,9 @@ class Rollouts:
         could not be asked: that says nothing about the rolled-out model, so nothing is scored."""
         judge = st.route.judge
         assert judge is not None
-        body = {"messages": judge_messages(probe.body["messages"], expected, got), "temperature": 0, "max_tokens": 5}
+        nonce = judge_nonce()
+        body = {"messages": judge_messages(probe.body["messages"], expected, got, nonce), "temperature": 0,
+                "max_tokens": JUDGE_MAX_TOKENS}
         try:
             verdict = await self._ask(st, judge, body, f"{rec.request_id}-judge")
         except UpstreamError as exc:
@@ -265,7 +275,7 @@ class Rollouts:
         if verdict is None:
             self._count(st, "skipped")
             return None
-        return judge_verdict(verdict)
+        return judge_verdict(verdict, nonce)
 
     async def _ask(self, st: RolloutState, model: ModelRoute, body: dict[str, Any], request_id: str) -> str | None:
         """`model`'s answer to `body`, asked off the request path, its spend counted as the rollout's; None

@@ -182,12 +182,14 @@ def score(evaluator: str, examples: Sequence[dict[str, Any]], expected: Sequence
     else:
         assert judge is not None
         asked = [i for i, a in enumerate(answers) if a is not None]
+        nonces = [evaluate.judge_nonce() for _ in asked]
         verdicts = ask_all(judge, [{"messages": evaluate.judge_messages(examples[i]["messages"][:-1], expected[i],
-                                                                        answers[i] or ""), "max_tokens": 4}
-                                   for i in asked])
+                                                                        answers[i] or "", nonce),
+                                    "max_tokens": evaluate.JUDGE_MAX_TOKENS}
+                                   for i, nonce in zip(asked, nonces, strict=True)])
         per = [0.0] * len(answers)
-        for i, verdict in zip(asked, verdicts, strict=True):
-            per[i] = evaluate.judge_verdict(verdict or "")
+        for i, verdict, nonce in zip(asked, verdicts, nonces, strict=True):
+            per[i] = evaluate.judge_verdict(verdict or "", nonce)
     return sum(per) / len(per)
 
 

@@ -60,7 +60,7 @@ def test_json_answers_are_scored_by_field(servers: Servers, tmp_path: Path) -> N
 
 def test_free_text_is_graded_by_a_judge(servers: Servers, tmp_path: Path) -> None:
     path = setup(tmp_path, ["Your refund was sent.\nIt takes 3 days.", "We have reset your password.\nCheck mail."])
-    student, judge = servers.upstream(answer="Refund on its way."), servers.upstream(answer="PASS")
+    student, judge = servers.upstream(answer="Refund on its way."), servers.upstream(answer="PASS-{nonce}")
     args = ["distill", "eval", "--adapter", "triage-lora", "--adapters-dir", str(tmp_path / "adapters"),
             "--url", student.url, "--no-base", "--judge-url", judge.url, "--judge-model", "gpt-4o-mini"]
     assert main(args) == 0
@@ -68,8 +68,8 @@ def test_free_text_is_graded_by_a_judge(servers: Servers, tmp_path: Path) -> Non
     assert (section["metric"], section["adapter"], section["judge"]) == ("judge", 1.0, "gpt-4o-mini")
     asked = judge.seen[0].body
     assert asked["model"] == "gpt-4o-mini"
-    assert "Answer to grade:\nRefund on its way." in asked["messages"][1]["content"]
-    judge.answer = "FAIL"
+    assert json.loads(asked["messages"][1]["content"])["answer_to_grade"] == "Refund on its way."
+    judge.answer = "FAIL-{nonce}"
     assert main(args) == 0
     assert yaml.safe_load(path.read_text())["eval"]["adapter"] == 0.0
 

@@ -3,6 +3,7 @@ primary on measured agreement, and falls back when its answers stop agreeing; op
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -155,14 +156,14 @@ def test_a_judge_grades_free_text_answers(servers: Servers, client: Client) -> N
     assert rollout(root)["history"][-1]["why"].startswith("score 1.000")
     graded = [s.body for s in judge.seen]
     assert len(graded) == 5 and all(b["model"] == "grader" and b["temperature"] == 0 for b in graded)
-    prompt = graded[0]["messages"][-1]["content"]
+    data = json.loads(graded[0]["messages"][-1]["content"])
     # The reference is the answer served (the teacher's); the one graded is the student's.
-    assert prompt.index(teacher.answer) < prompt.index(student.answer)
-    assert "I was charged twice" in prompt
+    assert (data["reference_answer"], data["answer_to_grade"]) == (teacher.answer, student.answer)
+    assert "I was charged twice" in data["conversation"][-1]["content"]
     metrics = httpx.get(f"{root}/metrics").text
     assert 'nanoroute_rollout_mirror_cost_usd_total{model="grader",policy="triage"}' in metrics
 
-    judge.answer = "FAIL: it promises a refund the reference does not."
+    judge.answer = "FAIL-{nonce}: it promises a refund the reference does not."
     drive(client, base, root, "shadow")
     assert rollout(root)["history"][-1]["why"].startswith("score 0.")
 

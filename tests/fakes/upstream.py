@@ -27,6 +27,9 @@ slow upstream, for requests that must still be in flight while something else ha
 With `linger_s` set, a stream waits that long after its `[DONE]` before it ends the response: the
 client has its whole answer while the upstream has not finished.
 
+An `answer` that holds `{nonce}` stands for a judge that follows its instructions: the placeholder becomes
+the grading code that the system message asks the verdict to carry.
+
 With `compress` set, answers are gzip- or deflate-compressed whenever the request's Accept-Encoding
 allows it, as OpenAI's servers do.
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,7 +169,7 @@ class FakeUpstream:
             return {"object": "list", "model": body["model"], "usage": {"prompt_tokens": 3, "total_tokens": 3},
                     "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}]}
         if path.endswith("/chat/completions"):
-            choice = {"index": 0, "message": {"role": "assistant", "content": self.answer},
+            choice = {"index": 0, "message": {"role": "assistant", "content": self._answer_to(body)},
                       "logprobs": None, "finish_reason": "stop"}
             obj = "chat.completion"
         else:
@@ -173,6 +177,14 @@ class FakeUpstream:
             obj = "text_completion"
         return {"id": f"cmpl-{self.name}-{len(self.seen)}", "object": obj, "created": int(time.time()),
                 "model": body["model"], "choices": [choice], "usage": usage}
+
+    def _answer_to(self, body: dict[str, Any]) -> str:
+        """`answer`, its `{nonce}` (if any) replaced by the grading code that a judge's instructions ask for."""
+        if "{nonce}" not in self.answer:
+            return self.answer
+        system = " ".join(str(m.get("content")) for m in body.get("messages", []) if m.get("role") == "system")
+        found = re.search(r"PASS-([0-9a-f]+)", system)
+        return self.answer.replace("{nonce}", found.group(1) if found else "")
 
     async def _stream(self, request: web.Request, body: dict[str, Any], mode: str) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

@@ -3,6 +3,8 @@ one fits a task's answers."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gateway.distill.evaluate import answer_text, choose, exact, json_fields, judge_messages, judge_verdict
@@ -26,13 +28,12 @@ def test_json_fields() -> None:
 
 
 def test_judge_verdict_and_prompt() -> None:
-    assert [judge_verdict(r) for r in ("PASS", "pass.", "**PASS**", "FAIL", "Passable", "", "I think PASS")] == [
-        1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
-    messages = judge_messages([{"role": "user", "content": "Summarise X"}], "X is good", "X is bad")
-    assert messages[0]["role"] == "system" and "PASS" in messages[0]["content"]
-    assert "user: Summarise X" in messages[1]["content"]
-    assert "Reference answer:\nX is good" in messages[1]["content"]
-    assert "Answer to grade:\nX is bad" in messages[1]["content"]
+    replies = ("PASS-ab12", "pass-ab12.", "**PASS-AB12**", "FAIL-ab12", "PASS", "PASS-ff00", "", "I think PASS-ab12")
+    assert [judge_verdict(r, "ab12") for r in replies] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    messages = judge_messages([{"role": "user", "content": "Summarise X"}], "X is good", "X is bad", "ab12")
+    assert messages[0]["role"] == "system" and "PASS-ab12" in messages[0]["content"]
+    assert json.loads(messages[1]["content"]) == {"conversation": [{"role": "user", "content": "Summarise X"}],
+                                                  "reference_answer": "X is good", "answer_to_grade": "X is bad"}
 
 
 def test_choose() -> None:
