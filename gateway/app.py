@@ -158,6 +158,9 @@ class Gateway:
         auth = self.auth
         if auth.open:
             log.warning("NANOROUTE_API_KEYS is not set: the API is open to anyone who can reach it")
+        if not s.metrics_on_api and s.metrics_port is None:
+            log.warning("NANOROUTE_METRICS_ON_API is false and NANOROUTE_METRICS_PORT is unset: /metrics is served "
+                        "nowhere")
         for warning in self.table.warnings:
             log.warning("config %s: %s", self.table.source, warning)
         self._warn_keys(self.table)
@@ -221,7 +224,8 @@ def _build_api(gw: Gateway) -> FastAPI:
     api.state.gateway = gw
     api.include_router(models.router)
     api.include_router(health.router)
-    api.include_router(metrics.router)
+    if gw.settings.metrics_on_api:
+        api.include_router(metrics.router)
     api.include_router(admin.router)
     api.include_router(feedback.router)
 

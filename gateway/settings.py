@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     exact_tokens: bool = Field(True, description="Count prompt tokens with tiktoken where available")
     reload_interval_s: float = Field(2.0, ge=0, description="How often the config file is checked; 0 turns it off")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Also serve /metrics on this port")
+    metrics_on_api: bool = Field(True, description="Serve /metrics on the API port too; false: on METRICS_PORT only")
     metrics: bool = Field(True, description="Count requests in the Prometheus metrics (off only to measure their cost)")
     data_dir: Path = Field(Path(".nanoroute"), description="Where the gateway keeps data: captures, datasets, adapters")
     capture_dir: Path | None = Field(None, description="Captures and feedback; default DATA_DIR/captures")

@@ -1,6 +1,7 @@
 """Where captures go: a `Sink` takes lines for a file set and keeps them.
 
-`LocalSink` (the default) appends JSONL files under one folder, one file set a task and one for feedback:
+`LocalSink` (the default) appends JSONL files under one folder, one file set a task and one for feedback,
+each file created 0600 and each folder it makes 0700 (they hold prompts and answers):
 
     <capture dir>/tasks/<task>/<UTC time>-<pid>.jsonl     captured requests with their answers
     <capture dir>/feedback/<UTC time>-<pid>.jsonl         feedback, keyed by request id
@@ -86,11 +87,11 @@ class LocalSink:
 
     def _start(self, file_set: str) -> IO[bytes]:
         folder = self.root / file_set
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         now = time.time()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now % 1 * 1e6):06d}Z"
         self._trim(folder)
-        return open(folder / f"{stamp}-{os.getpid()}.jsonl", "ab")  # kept open across writes
+        return open_private(folder / f"{stamp}-{os.getpid()}.jsonl")  # kept open across writes
 
     def _trim(self, folder: Path) -> None:
         """Delete the oldest files until the set, with the file about to start, fits `max_bytes`."""
@@ -106,6 +107,32 @@ class LocalSink:
                 break
             path.unlink(missing_ok=True)
             total -= size
+
+
+def private_dir(folder: Path) -> None:
+    """Make `folder` and any missing parents, each readable by this user alone (0700); folders that exist
+    already keep their mode (a volume's root, say)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another worker made it first
+            path.mkdir(mode=0o700)
+            path.chmod(0o700)  # whatever the umask
+
+
+def open_private(path: Path) -> IO[bytes]:
+    """Open `path` to append, creating it readable and writable by this user alone (0600)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `path` whole, readable and writable by this user alone (0600), whatever it was before."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(fd, 0o600)
+        f.write(data)
 
 
 def files_in(folder: Path) -> list[Path]:

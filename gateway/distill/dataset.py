@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.capture.sink import FEEDBACK, files_in, task_set
+from gateway.capture.sink import FEEDBACK, files_in, private_dir, task_set, write_private
 from gateway.errors import DistillError
 
 
@@ -167,9 +167,9 @@ def export(opts: Export) -> dict[str, Any]:
     if not train:
         raise DistillError(f"no training examples left for task '{opts.task}' (of {stats.records} captured); "
                            "see the filters")
-    opts.out.mkdir(parents=True, exist_ok=True)
+    private_dir(opts.out)  # the examples are captured prompts and answers, kept like the captures
     for name, rows in (("train.jsonl", train), ("eval.jsonl", held)):
-        (opts.out / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+        write_private(opts.out / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
     summary = {
         "task": opts.task, "captures": str(folder), "exported_at": _now(),
         "records": stats.records, "unreadable": stats.unreadable, "no_answer": stats.no_answer,
