@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     upgrade = parser.add_mutually_exclusive_group()
     upgrade.add_argument("--upgrade", action="store_true", help="move every pin to the newest allowed release")
     upgrade.add_argument("--upgrade-package", action="append", default=[], metavar="NAME",
-                         help="move NAME's pin (and what it needs) to the newest allowed release")
+                         help="move NAME's pin to the newest allowed release (others only where it needs)")
     args = parser.parse_args(argv)
 
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
