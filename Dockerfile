@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The Nanoroute gateway image: `docker build -t nanoroute:0.1.0 .` (docs/deploy.md).
-# Runtime dependencies only: no torch, no vLLM (vLLM runs in its own image), no compiler, no pip.
+# Runtime dependencies only, at the versions of requirements/runtime.lock: no torch, no vLLM (vLLM runs in its
+# own image), no compiler, no pip.
 #
 # Config: without NANOROUTE_CONFIG the gateway serves its embedded default config. Mount a file and point
 # NANOROUTE_CONFIG at it (the Helm chart mounts its ConfigMap at /etc/nanoroute and sets
@@ -11,9 +12,11 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
-# The same script builds tests/deploy/test_dockerfile.py's venv, so what is tested is what ships.
+# The same script builds tests/deploy/test_dockerfile.py's venv, so what is tested is what ships. It installs
+# only what requirements/*.lock pins by version and sha256 (scripts/lock.py writes them).
 COPY scripts/install-runtime.sh /usr/local/bin/install-runtime.sh
 COPY pyproject.toml README.md ./
+COPY requirements/ requirements/
 COPY gateway/ gateway/
 RUN sh /usr/local/bin/install-runtime.sh /src /opt/nanoroute
 

@@ -7,6 +7,10 @@
 # The Dockerfile's build stage runs this script, and tests/deploy/test_dockerfile.py runs the same script into
 # a fresh venv, so the image's install steps and the tested ones cannot drift apart. PYTHON picks the
 # interpreter (default python3); it needs pip 22.3 or later for `pip --python`.
+#
+# Every file fetched from the index is one that SOURCE_DIR/requirements/*.lock names by version and sha256
+# (written by scripts/lock.py): the dependencies and the build backend are installed with --require-hashes
+# and from wheels only (an sdist would run its own build, fetching build tools that no lock pins).
 set -eu
 
 if [ "$#" -ne 2 ]; then
@@ -16,16 +20,32 @@ fi
 src=$1
 venv=$2
 python=${PYTHON:-python3}
+locks=$src/requirements
 
-wheels=$(mktemp -d)
-trap 'rm -rf "$wheels"' EXIT
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 
-# The project's own wheel (non-editable), built in an isolated build environment.
-"$python" -m pip wheel --no-cache-dir --no-deps --disable-pip-version-check --wheel-dir "$wheels" "$src"
+# install_locked LOCK PIP...: install exactly LOCK's pins, each from a wheel whose sha256 LOCK names.
+install_locked() {
+    lock=$1
+    shift
+    "$@" install --no-cache-dir --disable-pip-version-check --only-binary :all: --require-hashes \
+        --requirement "$lock"
+}
 
-# A venv without pip, filled by the outer pip: only the wheel and what it requires at run time.
+# The project's own wheel (non-editable), built without build isolation in a throwaway venv that holds the
+# locked build backend, so that the build fetches nothing the lock does not pin.
+"$python" -m venv "$work/build"
+install_locked "$locks/build.lock" "$work/build/bin/python" -m pip
+"$work/build/bin/python" -m pip wheel --no-cache-dir --disable-pip-version-check --no-index --no-deps \
+    --no-build-isolation --wheel-dir "$work/wheels" "$src"
+
+# A venv without pip, filled by the outer pip: the locked runtime dependencies, then the wheel alone.
 "$python" -m venv --without-pip "$venv"
-"$python" -m pip --python "$venv/bin/python" install --no-cache-dir --disable-pip-version-check \
-    "$wheels"/nanoroute-*.whl
+install_locked "$locks/runtime.lock" "$python" -m pip --python "$venv/bin/python"
+"$python" -m pip --python "$venv/bin/python" install --no-cache-dir --disable-pip-version-check --no-index \
+    --no-deps "$work/wheels"/nanoroute-*.whl
+# --no-deps skipped the wheel's own requirements: a lock that misses one fails here, not at run time.
+"$python" -m pip --python "$venv/bin/python" check --disable-pip-version-check
 
 "$venv/bin/nanoroute" --version
