@@ -34,6 +34,8 @@ def test_helm_runs_the_real_engine() -> None:
     ({"config": {"backends": None}}, "backends"),
     ({"redis": {"url": "http://redis:6379"}}, "/redis/url"),
     ({"data": {"mountPath": "data"}}, "/data/mountPath"),
+    ({"data": {"sizeLimit": "4 GB"}}, "/data/sizeLimit"),
+    ({"tmpSizeLimit": None}, "tmpSizeLimit"),
     ({"serviceMonitor": {"enabled": True, "interval": "30 seconds"}}, "/serviceMonitor/interval"),
     ({"vllm": {"enabled": True, "lora": {"enabled": True, "maxLoraRank": 12}}}, "/vllm/lora/maxLoraRank"),
     ({"vllm": {"enabled": True, "gpuMemoryUtilization": 1.5}}, "/vllm/gpuMemoryUtilization"),

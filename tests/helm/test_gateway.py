@@ -115,7 +115,11 @@ def test_the_data_dir_is_a_writable_volume_an_empty_dir_by_default(chart: helm.C
     assert "POD_NAME" not in env_of(deployment)
     mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == "data")
     assert mount == {"name": "data", "mountPath": "/var/lib/nanoroute"}
-    assert next(v for v in pod(deployment)["volumes"] if v["name"] == "data") == {"name": "data", "emptyDir": {}}
+    data = next(v for v in pod(deployment)["volumes"] if v["name"] == "data")
+    assert data == {"name": "data", "emptyDir": {"sizeLimit": "4Gi"}}  # data.sizeLimit: a full dir evicts the pod
+    sized = render(chart, {"data": {"sizeLimit": "500Mi"}, "tmpSizeLimit": "64Mi"}).gateway
+    assert {v["name"]: v["emptyDir"]["sizeLimit"] for v in pod(sized)["volumes"] if "emptyDir" in v} == \
+        {"data": "500Mi", "tmp": "64Mi"}
 
 
 @pytest.mark.parametrize(("data", "source"), [

@@ -94,3 +94,10 @@ def test_notes_warn_when_no_backend_uses_the_vllm_service(chart: helm.Chart, ren
     assert "no backend in the config uses that URL" not in rendered.notes
     unused = render(chart, {"vllm": {"enabled": True}})
     assert f"http://{VLLM}:8000/v1\nWARNING: no backend in the config uses that URL" in unused.notes
+
+
+def test_the_model_cache_without_a_claim_is_an_empty_dir_of_the_size_given(chart: helm.Chart) -> None:
+    rendered = render(chart, {"vllm": {"enabled": True, "modelCache": {"sizeLimit": "200Gi"}}})
+    volumes = {v["name"]: v for v in rendered.one("Deployment", VLLM)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {"sizeLimit": "200Gi"}}
+    assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
