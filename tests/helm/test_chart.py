@@ -39,6 +39,7 @@ def test_helm_runs_the_real_engine() -> None:
     ({"serviceMonitor": {"enabled": True, "interval": "30 seconds"}}, "/serviceMonitor/interval"),
     ({"vllm": {"enabled": True, "lora": {"enabled": True, "maxLoraRank": 12}}}, "/vllm/lora/maxLoraRank"),
     ({"vllm": {"enabled": True, "gpuMemoryUtilization": 1.5}}, "/vllm/gpuMemoryUtilization"),
+    ({"vllm": {"enabled": True, "homeSizeLimit": "lots"}}, "/vllm/homeSizeLimit"),
 ])
 def test_the_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], complaint: str) -> None:
     with pytest.raises(helm.HelmValuesError) as info:

@@ -47,7 +47,9 @@ def test_vllm_serves_the_model_with_lora_adapters_from_the_volume(rendered: Rend
     assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hf-cache"}
     assert volumes["shm"]["emptyDir"]["medium"] == "Memory"
     mounts = {m["name"]: m["mountPath"] for m in vllm["volumeMounts"]}
-    assert mounts == {"adapters": "/adapters", "model-cache": "/root/.cache/huggingface", "shm": "/dev/shm"}
+    assert mounts == {"adapters": "/adapters", "model-cache": "/var/cache/huggingface", "shm": "/dev/shm",
+                      "home": "/home/vllm", "tmp": "/tmp"}
+    assert env_of(rendered.one("Deployment", VLLM))["HF_HOME"] == {"value": "/var/cache/huggingface"}
 
 
 def test_gpus_are_requested_and_tolerated(rendered: Rendered) -> None:
@@ -101,3 +103,15 @@ def test_the_model_cache_without_a_claim_is_an_empty_dir_of_the_size_given(chart
     volumes = {v["name"]: v for v in rendered.one("Deployment", VLLM)["spec"]["template"]["spec"]["volumes"]}
     assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {"sizeLimit": "200Gi"}}
     assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+
+
+def test_the_hardening_can_be_relaxed_for_a_model_that_needs_it(chart: helm.Chart) -> None:
+    rendered = render(chart, {"vllm": {"enabled": True, "podSecurityContext": {"runAsUser": 2000, "fsGroup": None},
+                                       "securityContext": {"readOnlyRootFilesystem": False}}})
+    deployment = rendered.one("Deployment", VLLM)
+    pod = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert (pod["runAsUser"], pod["runAsNonRoot"]) == (2000, True)
+    assert "fsGroup" not in pod
+    security = container(deployment)["securityContext"]
+    assert security["readOnlyRootFilesystem"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}  # the rest of the defaults stay

@@ -33,3 +33,37 @@ def test_no_pod_can_fill_its_nodes_disk_or_memory_through_an_empty_dir(chart: he
                   for v in pod_spec(d)["volumes"] if "emptyDir" in v]
     assert empty_dirs
     assert [(name, volume) for name, volume, source in empty_dirs if not source.get("sizeLimit")] == []
+
+
+def deployments_with_vllm(chart: helm.Chart) -> list[Obj]:
+    return render(chart, {"vllm": {"enabled": True}}).all("Deployment")
+
+
+def test_a_process_taken_over_in_any_pod_is_not_root_and_cannot_gain_privileges(chart: helm.Chart) -> None:
+    deployments = deployments_with_vllm(chart)
+    assert len(deployments) == 2  # the gateway and vLLM
+    for deployment in deployments:
+        pod = pod_spec(deployment)["securityContext"]
+        assert pod["runAsNonRoot"] is True
+        assert pod["runAsUser"] > 0 and pod["runAsGroup"] > 0
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod_spec(deployment)["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"] == {"drop": ["ALL"]}
+            assert not security.get("privileged")
+
+
+def test_a_process_taken_over_in_vllm_cannot_rewrite_its_image(chart: helm.Chart) -> None:
+    vllm = next(d for d in deployments_with_vllm(chart) if d["metadata"]["name"].endswith("-vllm"))
+    [container] = pod_spec(vllm)["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # ... and vLLM still runs: every folder it, torch, Triton and Hugging Face write to is a writable mount.
+    writable = [m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    folders = ["HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "VLLM_CACHE_ROOT", "TRITON_CACHE_DIR",
+               "TORCHINDUCTOR_CACHE_DIR", "HF_HOME"]
+    for name in folders:
+        assert any(env[name] == m or env[name].startswith(m + "/") for m in writable), (name, env[name])
+    assert {"/tmp", "/dev/shm"} <= set(writable)
+    assert env["USER"]  # torch reads it for its default cache folder; the uid has no passwd entry
