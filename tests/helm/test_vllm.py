@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import shutil
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -26,7 +30,8 @@ def test_the_gateway_config_points_at_the_in_cluster_service(rendered: Rendered)
     service = rendered.one("Service", VLLM)
     port = service["spec"]["ports"][0]["port"]
     config = yaml.safe_load(rendered.config_text())
-    assert config["backends"]["local"] == {"type": "vllm", "urls": [f"http://{VLLM}:{port}/v1"]}
+    assert config["backends"]["local"] == {"type": "vllm", "urls": [f"http://{VLLM}:{port}/v1"],
+                                           "api_key_env": "NANOROUTE_VLLM_API_KEY"}  # vLLM's key, added
     served = {m["name"] for m in config["models"].values() if m["backend"] == "local"}
     assert served == {"base", "support-v3"}  # the base model's served name and an adapter's
 
@@ -115,3 +120,43 @@ def test_the_hardening_can_be_relaxed_for_a_model_that_needs_it(chart: helm.Char
     security = container(deployment)["securityContext"]
     assert security["readOnlyRootFilesystem"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}  # the rest of the defaults stay
+
+
+def test_vllm_and_the_gateway_restart_together_when_the_generated_key_changes(rendered: Rendered) -> None:
+    stored = rendered.one("Secret", f"{VLLM}-api-key")["data"]["api-key"]
+    checksum = hashlib.sha256(stored.encode()).hexdigest()
+    for deployment in (rendered.gateway, rendered.one("Deployment", VLLM)):
+        assert deployment["spec"]["template"]["metadata"]["annotations"]["checksum/vllm-api-key"] == checksum
+
+
+def test_an_upgrade_keeps_the_key_the_cluster_holds(tmp_path: Path) -> None:
+    """`lookup` finds nothing without a cluster, so the helper that decides is fed a stored Secret directly."""
+    copy = tmp_path / "nanoroute"
+    shutil.copytree(CHART, copy)
+    (copy / "templates" / "probe.yaml").write_text(
+        '{{- $stored := dict "data" (dict "api-key" "c3RvcmVk" "other" "b3RoZXI=") }}\n'
+        'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\ndata:\n'
+        '  kept: {{ include "nanoroute.vllm.apiKey.keep" (dict "stored" $stored "key" "api-key") | quote }}\n'
+        '  new: {{ include "nanoroute.vllm.apiKey.keep" (dict "stored" dict "key" "api-key") | quote }}\n')
+    with helm.Chart.load(copy) as probed:
+        data = render(probed).one("ConfigMap", "probe")["data"]
+    assert data["kept"] == "c3RvcmVk"  # the Secret's own bytes, as it holds them
+    assert len(base64.b64decode(data["new"])) == 48
+
+
+def test_an_existing_secret_holds_the_key_instead(chart: helm.Chart) -> None:
+    rendered = render(chart, {"vllm": {"enabled": True, "apiKey": {"existingSecret": "vllm-key", "key": "token"}}})
+    assert rendered.all("Secret") == []
+    reference = {"secretKeyRef": {"name": "vllm-key", "key": "token"}}
+    assert env_of(rendered.one("Deployment", VLLM))["VLLM_API_KEY"] == reference
+    assert env_of(rendered.gateway)["NANOROUTE_VLLM_API_KEY"] == reference
+    for deployment in (rendered.gateway, rendered.one("Deployment", VLLM)):  # the chart cannot see its content
+        assert "checksum/vllm-api-key" not in deployment["spec"]["template"]["metadata"].get("annotations", {})
+
+
+def test_a_backend_that_names_its_own_key_keeps_it(chart: helm.Chart) -> None:
+    backends = {"local": {"type": "vllm", "urls": ['{{ include "nanoroute.vllm.url" . }}'],
+                          "api_key_env": "MY_VLLM_KEY"}}
+    rendered = render(chart, {"vllm": {"enabled": True}, "config": {"backends": backends},
+                              "extraEnv": [{"name": "MY_VLLM_KEY", "value": "unused"}]})
+    assert yaml.safe_load(rendered.config_text())["backends"]["local"]["api_key_env"] == "MY_VLLM_KEY"
