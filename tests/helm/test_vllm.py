@@ -160,3 +160,21 @@ def test_a_backend_that_names_its_own_key_keeps_it(chart: helm.Chart) -> None:
     rendered = render(chart, {"vllm": {"enabled": True}, "config": {"backends": backends},
                               "extraEnv": [{"name": "MY_VLLM_KEY", "value": "unused"}]})
     assert yaml.safe_load(rendered.config_text())["backends"]["local"]["api_key_env"] == "MY_VLLM_KEY"
+
+
+def test_the_vllm_network_policy_takes_extra_peers_and_can_be_turned_off(chart: helm.Chart) -> None:
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    rendered = render(chart, {"vllm": {"enabled": True}, "networkPolicy": {"vllmIngressFrom": [prometheus]}})
+    [rule] = rendered.one("NetworkPolicy", VLLM)["spec"]["ingress"]
+    assert rule["from"][1:] == [prometheus]
+    assert rendered.all("NetworkPolicy") == [rendered.one("NetworkPolicy", VLLM)]  # the gateway's stays off
+    off = render(chart, {"vllm": {"enabled": True}, "networkPolicy": {"vllmEnabled": False}})
+    assert off.all("NetworkPolicy") == []
+
+
+def test_notes_warn_that_prometheus_cannot_scrape_vllm_through_its_network_policy(chart: helm.Chart) -> None:
+    values = {"vllm": {"enabled": True}, "serviceMonitor": {"enabled": True}}
+    assert "Prometheus cannot scrape vLLM" in render(chart, values).notes
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    admitted = render(chart, {**values, "networkPolicy": {"vllmIngressFrom": [prometheus]}})
+    assert "Prometheus cannot scrape vLLM" not in admitted.notes

@@ -117,3 +117,19 @@ def test_the_vllm_api_key_is_never_sent_to_a_server_other_than_the_charts_vllm(c
     backends = yaml.safe_load(render(chart, {"vllm": {"enabled": True}, "config": others}).config_text())["backends"]
     assert {name: b.get("api_key_env") for name, b in backends.items()} == \
         {"local": "NANOROUTE_VLLM_API_KEY", "remote": None, "hosted": "HOSTED_KEY", "openai": "OPENAI_API_KEY"}
+
+
+def test_only_the_gateway_can_reach_vllm(chart: helm.Chart) -> None:
+    rendered = render(chart, {"vllm": {"enabled": True}})  # no networkPolicy value set: on by default
+    policy = rendered.one("NetworkPolicy", VLLM)
+    labels = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"].items()
+              for d in rendered.all("Deployment")}
+    selected = [name for name, pod in labels.items() if policy["spec"]["podSelector"]["matchLabels"].items() <= pod]
+    assert selected == [VLLM]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]  # nothing else is allowed in
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    [peer] = rule["from"]
+    assert list(peer) == ["podSelector"]  # pods of the release's namespace only
+    admitted = [name for name, pod in labels.items() if peer["podSelector"]["matchLabels"].items() <= pod]
+    assert admitted == [rendered.gateway["metadata"]["name"]]
