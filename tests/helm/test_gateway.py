@@ -180,9 +180,10 @@ def test_the_disruption_budget_and_network_policy_select_the_gateway_pods(chart:
     policy = rendered.one("NetworkPolicy")
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels
     assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress stays open: hosted providers, DNS
-    rule = policy["spec"]["ingress"][0]
-    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
-    assert len(rule["from"]) == 2
+    api, scrape = policy["spec"]["ingress"]  # the API's clients and the scraper, each on its own port
+    assert api["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert scrape["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert (len(api["from"]), len(scrape["from"])) == (1, 1)
     assert render(chart).all("NetworkPolicy") == []
 
 
@@ -197,3 +198,11 @@ def test_every_top_level_config_section_passes_through_the_chart(chart: helm.Cha
     table = load_text(yaml.safe_dump(rendered))
     assert table.pin_keys == frozenset({"ops"})
     assert table.policies[0].capture is not None
+
+
+def test_the_metrics_port_admits_the_api_peers_unless_given_its_own(chart: helm.Chart) -> None:
+    apps = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}
+    rendered = render(chart, {"networkPolicy": {"enabled": True, "ingressFrom": [apps]}})
+    api, scrape = rendered.one("NetworkPolicy")["spec"]["ingress"]
+    assert api["from"] == scrape["from"] == [apps]  # who could read /metrics on the API port before
+    assert "Metrics: http://test-nanoroute-metrics.llm.svc:9090/metrics, not on the API port" in rendered.notes

@@ -133,3 +133,30 @@ def test_only_the_gateway_can_reach_vllm(chart: helm.Chart) -> None:
     assert list(peer) == ["podSelector"]  # pods of the release's namespace only
     admitted = [name for name, pod in labels.items() if peer["podSelector"]["matchLabels"].items() <= pod]
     assert admitted == [rendered.gateway["metadata"]["name"]]
+
+
+def test_api_clients_cannot_read_the_gateways_metrics(chart: helm.Chart) -> None:
+    rendered = render(chart)
+    env = env_of(rendered.gateway)
+    assert env["NANOROUTE_METRICS_ON_API"] == {"value": "false"}  # not on the API port ...
+    ports = {p["name"]: p["containerPort"] for p in container(rendered.gateway)["ports"]}
+    assert env["NANOROUTE_METRICS_PORT"] == {"value": str(ports["metrics"])}  # ... but on a port of its own
+    assert ports["metrics"] != ports["http"]
+    api = rendered.one("Service", f"{RELEASE}-nanoroute")
+    assert [p["targetPort"] for p in api["spec"]["ports"]] == ["http"]
+
+
+def test_a_public_load_balancer_never_publishes_the_gateways_metrics(chart: helm.Chart) -> None:
+    rendered = render(chart, {"service": {"type": "LoadBalancer", "port": 443}})
+    public = [s for s in rendered.all("Service") if s["spec"]["type"] != "ClusterIP"]
+    assert [p["targetPort"] for s in public for p in s["spec"]["ports"]] == ["http"]
+    metrics = rendered.one("Service", f"{RELEASE}-nanoroute-metrics")
+    assert [p["targetPort"] for p in metrics["spec"]["ports"]] == ["metrics"]
+
+
+def test_api_clients_and_the_scraper_each_reach_only_their_own_port(chart: helm.Chart) -> None:
+    rendered = render(chart, load_values(CHART / "ci" / "monitoring-values.yaml"))
+    rules = rendered.one("NetworkPolicy", f"{RELEASE}-nanoroute")["spec"]["ingress"]
+    allowed = {p["port"]: [peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                           for peer in rule["from"]] for rule in rules for p in rule["ports"]}
+    assert allowed == {"http": ["apps"], "metrics": ["monitoring"]}

@@ -272,6 +272,13 @@ Checks across values that values.schema.json cannot express; a failure stops the
 {{- fail "pdb.enabled needs pdb.maxUnavailable or pdb.minAvailable" }}
 {{- end }}
 {{- end }}
+{{- if not .Values.metrics.port }}
+{{- if not .Values.metrics.onApiPort }}
+{{- fail "metrics.port null leaves /metrics on the API port only: set metrics.onApiPort: true with it" }}
+{{- end }}
+{{- else if eq (int .Values.metrics.port) 8080 }}
+{{- fail "metrics.port must differ from the API port, 8080" }}
+{{- end }}
 {{- if and .Values.vllm.enabled .Values.vllm.lora.modules (not .Values.vllm.lora.enabled) }}
 {{- fail "vllm.lora.modules needs vllm.lora.enabled" }}
 {{- end }}
