@@ -7,11 +7,13 @@ import shutil
 from pathlib import Path
 
 import helm_python as helm
+import jsonschema
 import pytest
 
 from tests.helm.chart import CHART, RELEASE, Obj, Rendered, env_of, load_values, render
 
 DASHBOARD = CHART / "dashboards" / "nanoroute.json"
+SERVICEMONITOR_SCHEMA = Path(__file__).parent / "schemas" / "servicemonitor-v1.json"
 
 
 def test_nothing_for_prometheus_or_grafana_unless_enabled(chart: helm.Chart) -> None:
@@ -37,6 +39,7 @@ def test_the_service_monitors_scrape_the_gateways_metrics_port_and_vllm(chart: h
     assert scraped(rendered, gateway) == [(f"{RELEASE}-nanoroute-metrics", 9090)]
     assert scraped(rendered, vllm) == [(f"{RELEASE}-nanoroute-vllm", 8000)]
     for monitor in (gateway, vllm):
+        jsonschema.validate(monitor, json.loads(SERVICEMONITOR_SCHEMA.read_text()))
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
         [endpoint] = monitor["spec"]["endpoints"]
         assert (endpoint["path"], endpoint["interval"]) == ("/metrics", "15s")
