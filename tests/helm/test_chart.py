@@ -34,9 +34,12 @@ def test_helm_runs_the_real_engine() -> None:
     ({"config": {"backends": None}}, "backends"),
     ({"redis": {"url": "http://redis:6379"}}, "/redis/url"),
     ({"data": {"mountPath": "data"}}, "/data/mountPath"),
+    ({"data": {"sizeLimit": "4 GB"}}, "/data/sizeLimit"),
+    ({"tmpSizeLimit": None}, "tmpSizeLimit"),
     ({"serviceMonitor": {"enabled": True, "interval": "30 seconds"}}, "/serviceMonitor/interval"),
     ({"vllm": {"enabled": True, "lora": {"enabled": True, "maxLoraRank": 12}}}, "/vllm/lora/maxLoraRank"),
     ({"vllm": {"enabled": True, "gpuMemoryUtilization": 1.5}}, "/vllm/gpuMemoryUtilization"),
+    ({"vllm": {"enabled": True, "homeSizeLimit": "lots"}}, "/vllm/homeSizeLimit"),
 ])
 def test_the_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], complaint: str) -> None:
     with pytest.raises(helm.HelmValuesError) as info:
@@ -52,6 +55,8 @@ def test_the_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any]
     ({"pdb": {"enabled": True, "maxUnavailable": None}}, "pdb.enabled needs"),
     ({"vllm": {"enabled": True, "lora": {"enabled": False, "modules": [{"name": "a", "path": "a"}]}}},
      "vllm.lora.modules needs vllm.lora.enabled"),
+    ({"metrics": {"port": None}}, "set metrics.onApiPort: true"),
+    ({"metrics": {"port": 8080}}, "must differ from the API port"),
 ])
 def test_contradicting_values_stop_the_install(chart: helm.Chart, values: dict[str, Any], complaint: str) -> None:
     chart.validate_schema(values)
@@ -62,4 +67,6 @@ def test_contradicting_values_stop_the_install(chart: helm.Chart, values: dict[s
 
 def test_the_chart_defaults_install_the_gateway_alone(chart: helm.Chart) -> None:
     rendered = render(chart)
-    assert rendered.kinds() == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    # Two Services: the API's, and the metrics port's (metrics.port).
+    assert rendered.kinds() == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "Service",
+                                "ServiceAccount"]

@@ -79,7 +79,8 @@ def test_keys_come_from_secrets_never_from_values(chart: helm.Chart) -> None:
     assert env["NANOROUTE_API_KEYS"] == {"secretKeyRef": {"name": "nanoroute-client-keys", "key": "api-keys"}}
     assert env["NANOROUTE_ADMIN_KEY"] == {"secretKeyRef": {"name": "nanoroute-admin-key", "key": "admin-key"}}
     assert env["OPENAI_API_KEY"] == {"secretKeyRef": {"name": "llm-provider-keys", "key": "openai"}}
-    assert rendered.all("Secret") == []
+    # The one Secret the chart writes holds the key it generates for vLLM, never one from values.
+    assert [s["metadata"]["name"] for s in rendered.all("Secret")] == [f"{RELEASE}-nanoroute-vllm-api-key"]
 
 
 def test_an_existing_secret_becomes_the_environment(chart: helm.Chart) -> None:
@@ -115,7 +116,11 @@ def test_the_data_dir_is_a_writable_volume_an_empty_dir_by_default(chart: helm.C
     assert "POD_NAME" not in env_of(deployment)
     mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == "data")
     assert mount == {"name": "data", "mountPath": "/var/lib/nanoroute"}
-    assert next(v for v in pod(deployment)["volumes"] if v["name"] == "data") == {"name": "data", "emptyDir": {}}
+    data = next(v for v in pod(deployment)["volumes"] if v["name"] == "data")
+    assert data == {"name": "data", "emptyDir": {"sizeLimit": "4Gi"}}  # data.sizeLimit: a full dir evicts the pod
+    sized = render(chart, {"data": {"sizeLimit": "500Mi"}, "tmpSizeLimit": "64Mi"}).gateway
+    assert {v["name"]: v["emptyDir"]["sizeLimit"] for v in pod(sized)["volumes"] if "emptyDir" in v} == \
+        {"data": "500Mi", "tmp": "64Mi"}
 
 
 @pytest.mark.parametrize(("data", "source"), [
@@ -175,9 +180,10 @@ def test_the_disruption_budget_and_network_policy_select_the_gateway_pods(chart:
     policy = rendered.one("NetworkPolicy")
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels
     assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress stays open: hosted providers, DNS
-    rule = policy["spec"]["ingress"][0]
-    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
-    assert len(rule["from"]) == 2
+    api, scrape = policy["spec"]["ingress"]  # the API's clients and the scraper, each on its own port
+    assert api["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert scrape["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert (len(api["from"]), len(scrape["from"])) == (1, 1)
     assert render(chart).all("NetworkPolicy") == []
 
 
@@ -192,3 +198,11 @@ def test_every_top_level_config_section_passes_through_the_chart(chart: helm.Cha
     table = load_text(yaml.safe_dump(rendered))
     assert table.pin_keys == frozenset({"ops"})
     assert table.policies[0].capture is not None
+
+
+def test_the_metrics_port_admits_the_api_peers_unless_given_its_own(chart: helm.Chart) -> None:
+    apps = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}
+    rendered = render(chart, {"networkPolicy": {"enabled": True, "ingressFrom": [apps]}})
+    api, scrape = rendered.one("NetworkPolicy")["spec"]["ingress"]
+    assert api["from"] == scrape["from"] == [apps]  # who could read /metrics on the API port before
+    assert "Metrics: http://test-nanoroute-metrics.llm.svc:9090/metrics, not on the API port" in rendered.notes

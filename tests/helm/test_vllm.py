@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import shutil
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -26,7 +30,8 @@ def test_the_gateway_config_points_at_the_in_cluster_service(rendered: Rendered)
     service = rendered.one("Service", VLLM)
     port = service["spec"]["ports"][0]["port"]
     config = yaml.safe_load(rendered.config_text())
-    assert config["backends"]["local"] == {"type": "vllm", "urls": [f"http://{VLLM}:{port}/v1"]}
+    assert config["backends"]["local"] == {"type": "vllm", "urls": [f"http://{VLLM}:{port}/v1"],
+                                           "api_key_env": "NANOROUTE_VLLM_API_KEY"}  # vLLM's key, added
     served = {m["name"] for m in config["models"].values() if m["backend"] == "local"}
     assert served == {"base", "support-v3"}  # the base model's served name and an adapter's
 
@@ -47,7 +52,9 @@ def test_vllm_serves_the_model_with_lora_adapters_from_the_volume(rendered: Rend
     assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hf-cache"}
     assert volumes["shm"]["emptyDir"]["medium"] == "Memory"
     mounts = {m["name"]: m["mountPath"] for m in vllm["volumeMounts"]}
-    assert mounts == {"adapters": "/adapters", "model-cache": "/root/.cache/huggingface", "shm": "/dev/shm"}
+    assert mounts == {"adapters": "/adapters", "model-cache": "/var/cache/huggingface", "shm": "/dev/shm",
+                      "home": "/home/vllm", "tmp": "/tmp"}
+    assert env_of(rendered.one("Deployment", VLLM))["HF_HOME"] == {"value": "/var/cache/huggingface"}
 
 
 def test_gpus_are_requested_and_tolerated(rendered: Rendered) -> None:
@@ -94,3 +101,80 @@ def test_notes_warn_when_no_backend_uses_the_vllm_service(chart: helm.Chart, ren
     assert "no backend in the config uses that URL" not in rendered.notes
     unused = render(chart, {"vllm": {"enabled": True}})
     assert f"http://{VLLM}:8000/v1\nWARNING: no backend in the config uses that URL" in unused.notes
+
+
+def test_the_model_cache_without_a_claim_is_an_empty_dir_of_the_size_given(chart: helm.Chart) -> None:
+    rendered = render(chart, {"vllm": {"enabled": True, "modelCache": {"sizeLimit": "200Gi"}}})
+    volumes = {v["name"]: v for v in rendered.one("Deployment", VLLM)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {"sizeLimit": "200Gi"}}
+    assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+
+
+def test_the_hardening_can_be_relaxed_for_a_model_that_needs_it(chart: helm.Chart) -> None:
+    rendered = render(chart, {"vllm": {"enabled": True, "podSecurityContext": {"runAsUser": 2000, "fsGroup": None},
+                                       "securityContext": {"readOnlyRootFilesystem": False}}})
+    deployment = rendered.one("Deployment", VLLM)
+    pod = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert (pod["runAsUser"], pod["runAsNonRoot"]) == (2000, True)
+    assert "fsGroup" not in pod
+    security = container(deployment)["securityContext"]
+    assert security["readOnlyRootFilesystem"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}  # the rest of the defaults stay
+
+
+def test_vllm_and_the_gateway_restart_together_when_the_generated_key_changes(rendered: Rendered) -> None:
+    stored = rendered.one("Secret", f"{VLLM}-api-key")["data"]["api-key"]
+    checksum = hashlib.sha256(stored.encode()).hexdigest()
+    for deployment in (rendered.gateway, rendered.one("Deployment", VLLM)):
+        assert deployment["spec"]["template"]["metadata"]["annotations"]["checksum/vllm-api-key"] == checksum
+
+
+def test_an_upgrade_keeps_the_key_the_cluster_holds(tmp_path: Path) -> None:
+    """`lookup` finds nothing without a cluster, so the helper that decides is fed a stored Secret directly."""
+    copy = tmp_path / "nanoroute"
+    shutil.copytree(CHART, copy)
+    (copy / "templates" / "probe.yaml").write_text(
+        '{{- $stored := dict "data" (dict "api-key" "c3RvcmVk" "other" "b3RoZXI=") }}\n'
+        'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\ndata:\n'
+        '  kept: {{ include "nanoroute.vllm.apiKey.keep" (dict "stored" $stored "key" "api-key") | quote }}\n'
+        '  new: {{ include "nanoroute.vllm.apiKey.keep" (dict "stored" dict "key" "api-key") | quote }}\n')
+    with helm.Chart.load(copy) as probed:
+        data = render(probed).one("ConfigMap", "probe")["data"]
+    assert data["kept"] == "c3RvcmVk"  # the Secret's own bytes, as it holds them
+    assert len(base64.b64decode(data["new"])) == 48
+
+
+def test_an_existing_secret_holds_the_key_instead(chart: helm.Chart) -> None:
+    rendered = render(chart, {"vllm": {"enabled": True, "apiKey": {"existingSecret": "vllm-key", "key": "token"}}})
+    assert rendered.all("Secret") == []
+    reference = {"secretKeyRef": {"name": "vllm-key", "key": "token"}}
+    assert env_of(rendered.one("Deployment", VLLM))["VLLM_API_KEY"] == reference
+    assert env_of(rendered.gateway)["NANOROUTE_VLLM_API_KEY"] == reference
+    for deployment in (rendered.gateway, rendered.one("Deployment", VLLM)):  # the chart cannot see its content
+        assert "checksum/vllm-api-key" not in deployment["spec"]["template"]["metadata"].get("annotations", {})
+
+
+def test_a_backend_that_names_its_own_key_keeps_it(chart: helm.Chart) -> None:
+    backends = {"local": {"type": "vllm", "urls": ['{{ include "nanoroute.vllm.url" . }}'],
+                          "api_key_env": "MY_VLLM_KEY"}}
+    rendered = render(chart, {"vllm": {"enabled": True}, "config": {"backends": backends},
+                              "extraEnv": [{"name": "MY_VLLM_KEY", "value": "unused"}]})
+    assert yaml.safe_load(rendered.config_text())["backends"]["local"]["api_key_env"] == "MY_VLLM_KEY"
+
+
+def test_the_vllm_network_policy_takes_extra_peers_and_can_be_turned_off(chart: helm.Chart) -> None:
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    rendered = render(chart, {"vllm": {"enabled": True}, "networkPolicy": {"vllmIngressFrom": [prometheus]}})
+    [rule] = rendered.one("NetworkPolicy", VLLM)["spec"]["ingress"]
+    assert rule["from"][1:] == [prometheus]
+    assert rendered.all("NetworkPolicy") == [rendered.one("NetworkPolicy", VLLM)]  # the gateway's stays off
+    off = render(chart, {"vllm": {"enabled": True}, "networkPolicy": {"vllmEnabled": False}})
+    assert off.all("NetworkPolicy") == []
+
+
+def test_notes_warn_that_prometheus_cannot_scrape_vllm_through_its_network_policy(chart: helm.Chart) -> None:
+    values = {"vllm": {"enabled": True}, "serviceMonitor": {"enabled": True}}
+    assert "Prometheus cannot scrape vLLM" in render(chart, values).notes
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    admitted = render(chart, {**values, "networkPolicy": {"vllmIngressFrom": [prometheus]}})
+    assert "Prometheus cannot scrape vLLM" not in admitted.notes

@@ -100,6 +100,63 @@ app.kubernetes.io/component: vllm
 {{- end }}
 
 {{/*
+vLLM's API key, in a Secret that both pods read: vLLM as VLLM_API_KEY, the gateway as the variable below,
+which the rendered config's in-cluster vllm backend names in api_key_env. The Secret is the operator's
+(vllm.apiKey.existingSecret) or the chart's own.
+*/}}
+{{- define "nanoroute.vllm.apiKeyEnv" -}}
+NANOROUTE_VLLM_API_KEY
+{{- end }}
+
+{{- define "nanoroute.vllm.apiKeySecretName" -}}
+{{- if .Values.vllm.apiKey.existingSecret }}
+{{- .Values.vllm.apiKey.existingSecret }}
+{{- else }}
+{{- printf "%s-api-key" (include "nanoroute.vllm.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The key in the chart's own Secret, base64-encoded as the Secret holds it: the one the Secret in the cluster
+already has, so that `helm upgrade` keeps it, else a new random one. Renders without a cluster (`helm
+template`, Argo CD) find no Secret and make a new key each time. Made once per render and kept in .Values,
+so that the Secret and the pods' checksum/vllm-api-key annotations agree.
+*/}}
+{{- define "nanoroute.vllm.apiKey.generated" -}}
+{{- $apiKey := .Values.vllm.apiKey }}
+{{- if not (hasKey $apiKey "generated") }}
+{{- $stored := lookup "v1" "Secret" .Release.Namespace (include "nanoroute.vllm.apiKeySecretName" .) }}
+{{- $_ := set $apiKey "generated" (include "nanoroute.vllm.apiKey.keep" (dict "stored" $stored "key" $apiKey.key)) }}
+{{- end }}
+{{- $apiKey.generated }}
+{{- end }}
+
+{{/*
+A stored Secret's key (base64), or a new random one: 48 letters and digits, about 285 bits.
+*/}}
+{{- define "nanoroute.vllm.apiKey.keep" -}}
+{{- $data := get .stored "data" | default dict }}
+{{- get $data .key | default (randAlphaNum 48 | b64enc) }}
+{{- end }}
+
+{{/*
+How a config backend reaches the chart's vLLM: "all" when it is a vllm backend whose every URL is the
+in-cluster Service's, "some" when only some are, empty otherwise. Takes (dict "backend" B "root" $).
+*/}}
+{{- define "nanoroute.vllm.reach" -}}
+{{- $backend := .backend }}
+{{- if and (kindIs "map" $backend) (eq (toString (get $backend "type")) "vllm") }}
+{{- $url := include "nanoroute.vllm.url" .root }}
+{{- $urls := get $backend "urls" | default list }}
+{{- $ours := 0 }}
+{{- range $urls }}
+{{- if eq (tpl (toString .) $.root | trimSuffix "/") $url }}{{ $ours = add1 $ours }}{{ end }}
+{{- end }}
+{{- if and $ours (eq $ours (len $urls)) }}all{{ else if $ours }}some{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
 The gateway config as rendered into the ConfigMap. String values go through `tpl`, so they may use the
 helpers above (the vLLM URL above all).
 */}}
@@ -107,6 +164,17 @@ helpers above (the vLLM URL above all).
 {{- $config := .Values.config }}
 {{- if and (include "nanoroute.adapters.enabled" .) (not (hasKey $config "adapters_dir")) }}
 {{- $config = merge (dict "adapters_dir" (include "nanoroute.adapters.dir" .)) $config }}
+{{- end }}
+{{- if .Values.vllm.enabled }}
+{{- /* The chart's vLLM requires its API key: a backend that reaches it and names no key sends the chart's. */}}
+{{- $backends := dict }}
+{{- range $name, $backend := get $config "backends" }}
+{{- if and (eq (include "nanoroute.vllm.reach" (dict "backend" $backend "root" $)) "all") (not (or (get $backend "api_key_env") (get $backend "api_key_file"))) }}
+{{- $backend = set (deepCopy $backend) "api_key_env" (include "nanoroute.vllm.apiKeyEnv" $) }}
+{{- end }}
+{{- $_ := set $backends $name $backend }}
+{{- end }}
+{{- $config = set (deepCopy $config) "backends" $backends }}
 {{- end }}
 {{- tpl (toYaml $config) . }}
 {{- end }}
@@ -204,6 +272,13 @@ Checks across values that values.schema.json cannot express; a failure stops the
 {{- fail "pdb.enabled needs pdb.maxUnavailable or pdb.minAvailable" }}
 {{- end }}
 {{- end }}
+{{- if not .Values.metrics.port }}
+{{- if not .Values.metrics.onApiPort }}
+{{- fail "metrics.port null leaves /metrics on the API port only: set metrics.onApiPort: true with it" }}
+{{- end }}
+{{- else if eq (int .Values.metrics.port) 8080 }}
+{{- fail "metrics.port must differ from the API port, 8080" }}
+{{- end }}
 {{- if and .Values.vllm.enabled .Values.vllm.lora.modules (not .Values.vllm.lora.enabled) }}
 {{- fail "vllm.lora.modules needs vllm.lora.enabled" }}
 {{- end }}
@@ -218,6 +293,13 @@ Checks across values that values.schema.json cannot express; a failure stops the
 {{- with include "nanoroute.missingAdapterManifests" . }}
 {{- fail (printf "the config's models name adapters that adapterManifests has no manifest for: %s; the gateway would fail to load the config" .) }}
 {{- end }}
+{{- if .Values.vllm.enabled }}
+{{- range $name, $backend := .Values.config.backends }}
+{{- if and (eq (include "nanoroute.vllm.reach" (dict "backend" $backend "root" $)) "some") (not (or (get $backend "api_key_env") (get $backend "api_key_file"))) }}
+{{- fail (printf "config.backends.%s mixes the in-cluster vLLM (%s) with other URLs: the in-cluster vLLM requires its API key (vllm.apiKey), which the chart will not send to the others; give it a backend of its own" $name (include "nanoroute.vllm.url" $)) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -229,6 +311,7 @@ when an envFrom source may set them.
 {{- $set := list }}
 {{- range .Values.providerKeys }}{{ $set = append $set .env }}{{ end }}
 {{- range .Values.extraEnv }}{{ $set = append $set .name }}{{ end }}
+{{- if .Values.vllm.enabled }}{{ $set = append $set (include "nanoroute.vllm.apiKeyEnv" .) }}{{ end }}
 {{- $missing := list }}
 {{- range $name, $backend := .Values.config.backends }}
 {{- if and (kindIs "map" $backend) $backend.api_key_env (not (has $backend.api_key_env $set)) }}
