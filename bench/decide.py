@@ -13,10 +13,11 @@ import time
 
 import orjson
 
+from gateway.backends.base import Operation
 from gateway.config.loader import load_text
 from gateway.record import RequestRecord
 from gateway.routing.decide import decide
-from gateway.routing.request import Operation, parse_request
+from gateway.routing.request import parse_request
 from gateway.routing.signals import Signals
 
 N_CANDIDATES = 10

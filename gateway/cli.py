@@ -67,8 +67,8 @@ def _check(path: str) -> int:
 
 def _adapters(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from gateway.adapters import manage
-    from gateway.adapters.manifest import ManifestError
     from gateway.config.loader import load_file
+    from gateway.config.manifest import ManifestError
     from gateway.settings import Settings
 
     if args.action in ("load", "unload") and not args.name:

@@ -60,6 +60,8 @@ class NanorouteError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    retry_after: float | None = None
+    """Seconds after which the client may try again, when known: sent as `Retry-After`."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -69,7 +71,7 @@ class NanorouteError(Exception):
             self.code = code
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        return []
+        return _retry_after(self.retry_after)
 
     def envelope(self) -> bytes:
         return error_body(self.message, self.type, self.code, self.param)
@@ -178,10 +180,11 @@ class UpstreamError(NanorouteError):
     message_is_public = False
     """The message says nothing a client should not see (the gateway's own reasons), so it is told as is."""
 
-    def __init__(self, message: str, *, model: str = "", backend: str = "") -> None:
+    def __init__(self, message: str, *, model: str = "", backend: str = "", retry_after: float | None = None) -> None:
         super().__init__(message)
         self.model = model
         self.backend = backend
+        self.retry_after = retry_after
 
     @property
     def kind(self) -> str:
@@ -236,13 +239,6 @@ class UpstreamRateLimited(UpstreamError):
     retryable = True
     systemic = True
     public_message = "the upstream is limiting the rate of requests"
-
-    def __init__(self, message: str, *, model: str = "", backend: str = "", retry_after: float | None = None):
-        super().__init__(message, model=model, backend=backend)
-        self.retry_after = retry_after
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return _retry_after(self.retry_after)
 
 
 class UpstreamServerError(UpstreamError):
@@ -332,13 +328,6 @@ class Skipped(UpstreamError):
     unhealthy = False
     message_is_public = True
 
-    def __init__(self, message: str, *, model: str = "", backend: str = "", retry_after: float | None = None):
-        super().__init__(message, model=model, backend=backend)
-        self.retry_after = retry_after
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return _retry_after(self.retry_after)
-
 
 class CircuitOpen(Skipped):
     code = "circuit_open"
@@ -415,7 +404,7 @@ class AllCandidatesUnavailable(AllAttemptsFailed):
             f"retry after {max(1, math.ceil(self.retry_after))} s: " + "; ".join(f"{e.model}: {e.message}"
                                                                                 for e in self.errors))
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
+    def headers(self) -> list[tuple[bytes, bytes]]:  # its own wait, not the last error's
         return _retry_after(self.retry_after)
 
     def envelope(self) -> bytes:

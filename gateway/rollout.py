@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.backends.base import Attempt, Backend
+from gateway.backends.base import Attempt, Backend, Operation
 from gateway.capture.answer import from_reply, from_stream
 from gateway.config.table import ModelRoute, RolloutRoute, RoutingTable
 from gateway.distill.evaluate import (
@@ -54,7 +54,7 @@ from gateway.errors import InvalidRequest, NotFound, UpstreamError
 from gateway.record import Outcome, RequestRecord
 from gateway.routing.decide import Decision
 from gateway.routing.estimate import usage_cost
-from gateway.routing.request import Operation, RoutedRequest
+from gateway.routing.request import RoutedRequest
 from gateway.routing.signals import Signals
 
 if TYPE_CHECKING:

@@ -1,1 +1,2 @@
-"""LoRA adapters: their manifests, and managing them on running vLLM servers."""
+"""Managing LoRA adapters on running vLLM servers (`nanoroute adapters`); their manifests are read by
+the config loader (`gateway/config/manifest.py`)."""

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from gateway.adapters import manifest as manifest_mod
 from gateway.backends.vllm import VllmBackend
+from gateway.config import manifest as manifest_mod
 from gateway.config import schema
 from gateway.config.loader import adapters_dir_of
 from gateway.config.table import RoutingTable

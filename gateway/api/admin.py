@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from gateway.api.deps import admin, gateway, presented_key_id
+from gateway.backends.base import Operation
 from gateway.backends.vllm import VllmBackend
 from gateway.config.table import ModelRoute
 from gateway.errors import ConfigError, InvalidRequest
 from gateway.routing.decide import Candidate, explain
-from gateway.routing.request import Operation, parse_request
+from gateway.routing.request import parse_request
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(admin)])
 

@@ -17,6 +17,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from gateway.api.sse import UsageTap
+from gateway.backends.base import Operation
 from gateway.config.table import ModelRoute
 from gateway.errors import (
     AllAttemptsFailed,
@@ -36,7 +37,7 @@ from gateway.reliability import chain
 from gateway.routing.cascade import Gate, strip_logprobs
 from gateway.routing.decide import Decision, decide
 from gateway.routing.estimate import usage_cost
-from gateway.routing.request import Operation, RoutedRequest, parse_request
+from gateway.routing.request import RoutedRequest, parse_request
 
 if TYPE_CHECKING:
     from gateway.app import Gateway, State

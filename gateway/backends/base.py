@@ -12,12 +12,29 @@ between chunks, total).
 
 from __future__ import annotations
 
+import enum
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.config.table import ModelRoute
-from gateway.routing.request import Operation
+
+
+class Operation(enum.Enum):
+    """An OpenAI endpoint the gateway routes; the value is its path below the API's base URL."""
+
+    CHAT = "/chat/completions"
+    COMPLETIONS = "/completions"
+    EMBEDDINGS = "/embeddings"
+
+    @property
+    def required(self) -> str:
+        """The body field this operation cannot go without."""
+        return _REQUIRED[self]
+
+
+_REQUIRED = {Operation.CHAT: "messages", Operation.COMPLETIONS: "prompt", Operation.EMBEDDINGS: "input"}
 
 
 @dataclass(slots=True)
@@ -26,7 +43,6 @@ class Reply:
 
     body: bytes
     parsed: dict[str, Any]
-    content_type: bytes = b"application/json"
 
 
 class ReplyStream(Protocol):
@@ -71,3 +87,21 @@ class Backend(Protocol):
     async def probe(self, replica: int, path: str, timeout_s: float) -> bytes | None:
         """An active health check of one replica: returns (the body, for backends that read one) when it
         answers `path` with 2xx/3xx; else raises an `UpstreamError`."""
+
+
+def attempt_limit(start: float, total_s: float, deadline: float | None) -> tuple[float, str]:
+    """One attempt's hard limit on the loop clock: the backend's `total_s` from `start`, or the request's
+    deadline when that comes first; and which of the two it is (`total` or `deadline`)."""
+    total = start + total_s
+    if deadline is not None and deadline < total:
+        return deadline, "deadline"
+    return total, "total"
+
+
+def read_key(env: str | None, path: os.PathLike[str] | None) -> str | None:
+    """A backend's provider key: from the file `api_key_file` names (a mounted secret), else from the
+    variable `api_key_env` names; None when neither gives one."""
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip() or None
+    return os.environ.get(env) if env else None

@@ -19,8 +19,7 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.base import Attempt, Reply
-from gateway.backends.openai import _read_key
+from gateway.backends.base import Attempt, Operation, Reply, attempt_limit, read_key
 from gateway.config import schema
 from gateway.config.table import ModelRoute
 from gateway.errors import (
@@ -36,8 +35,6 @@ from gateway.errors import (
     UpstreamTimeout,
     error_body,
 )
-from gateway.reliability.limits import attempt_limit
-from gateway.routing.request import Operation
 
 # The request fields handed to litellm, per operation: OpenAI's own, and the few provider fields litellm
 # maps (`top_k`, Anthropic's `thinking`). Nothing else: litellm also takes `api_base`, `base_url`,
@@ -86,7 +83,7 @@ class LitellmBackend:
 
     async def start(self) -> None:
         self._litellm = await asyncio.to_thread(_import_litellm)  # a slow import: keep the loop free
-        self._key = _read_key(self.spec.api_key_env, self.spec.api_key_file)
+        self._key = read_key(self.spec.api_key_env, self.spec.api_key_file)
 
     async def close(self) -> None:
         # litellm's HTTP clients are its own, cached process-wide and shared by every litellm backend;

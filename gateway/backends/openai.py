@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import time
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -24,7 +23,7 @@ from urllib.parse import urljoin
 import aiohttp
 import orjson
 
-from gateway.backends.base import Attempt, Reply
+from gateway.backends.base import Attempt, Reply, attempt_limit, read_key
 from gateway.backends.stream import ErrorEvent, NotEventStream, UpstreamStream, hold
 from gateway.config import schema
 from gateway.config.table import ModelRoute
@@ -40,7 +39,6 @@ from gateway.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from gateway.reliability.limits import attempt_limit
 
 # Lower-cased fragments of a context-window error's message or code: OpenAI ("This model's maximum
 # context length is ...", code context_length_exceeded), vLLM ("... maximum context length ...",
@@ -104,7 +102,7 @@ class OpenAIBackend:
         self._azure_version = spec.api_version if isinstance(spec, schema.AzureBackend) else None
 
     async def start(self) -> None:
-        key = _read_key(self.spec.api_key_env, self.spec.api_key_file)
+        key = read_key(self.spec.api_key_env, self.spec.api_key_file)
         if key and self._azure_version is not None:
             self._headers["api-key"] = key
         elif key:
@@ -300,12 +298,6 @@ def _translated(exc: BaseException, model: str, backend: str) -> UpstreamError:
         return UpstreamMalformed(f"upstream sent an invalid HTTP response: {exc.message}", **ids)
     return UpstreamConnectError(f"connection to upstream failed: {type(exc).__name__}", **ids)
 
-
-def _read_key(env: str | None, path: os.PathLike[str] | None) -> str | None:
-    if path is not None:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip() or None
-    return os.environ.get(env) if env else None
 
 
 def _error_info(body: bytes) -> tuple[str, str]:

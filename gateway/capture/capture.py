@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway.backends.base import Operation
 from gateway.capture.answer import from_reply, from_stream
-from gateway.capture.redact import Redactor
 from gateway.capture.sink import FEEDBACK, Sink, task_set
+from gateway.config.redact import Redactor
 from gateway.errors import StorageUnavailable
 from gateway.record import Outcome, RequestRecord
-from gateway.routing.request import Operation, RoutedRequest
+from gateway.routing.request import RoutedRequest
 
 if TYPE_CHECKING:
     from gateway.config.table import PolicyRoute, RoutingTable

@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway.adapters import manifest as manifest_mod
-from gateway.capture.redact import Redactor
 from gateway.config import costmap, schema
+from gateway.config import manifest as manifest_mod
+from gateway.config.redact import Redactor
 from gateway.config.table import (
     DIRECT,
     CaptureRoute,

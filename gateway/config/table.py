@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gateway.capture.redact import Redactor
 from gateway.config import schema
+from gateway.config.redact import Redactor
 
 DIRECT = "direct"
 """The policy name reported for a request that matched no policy and named a catalog model."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import gateway
 from gateway.distill import dataset, evaluate, manifest
+from gateway.distill import trainer as training
 from gateway.distill.remote import Server, ask_all
 from gateway.errors import DistillError
 from gateway.settings import Settings
@@ -50,18 +51,7 @@ def add_parser(sub: Any) -> None:
     tr.add_argument("--name", help="the adapter's name (default: <task>-lora)")
     tr.add_argument("--adapters-dir", type=Path, default=Path("adapters"), help="where manifests go (./adapters)")
     tr.add_argument("--out", type=Path, help="where the weights go (default: DATA_DIR/adapters/<name>)")
-    tr.add_argument("--epochs", type=int, default=3)
-    tr.add_argument("--batch-size", type=int, default=8)
-    tr.add_argument("--lr", type=float, default=3e-3)
-    tr.add_argument("--rank", type=int, default=8)
-    tr.add_argument("--alpha", type=int, default=16)
-    tr.add_argument("--target-modules", nargs="+", metavar="MODULE",
-                    help="the layers LoRA adapts, by module name (default: q_proj v_proj)")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--lr-schedule", choices=("linear", "constant"), default="linear",
-                    help="linear: decay the learning rate to 0 by the last step (default); constant: keep it")
-    tr.add_argument("--threads", type=int, help="CPU threads for torch")
-    tr.add_argument("--eval", action="store_true", help="also score exact match in-process on eval.jsonl")
+    training.add_training_arguments(tr)
     tr.add_argument("--python", help="the Python with torch, transformers and peft")
 
     ev = steps.add_parser("eval", help="score the adapter on the held-out split; record it in the manifest")
@@ -125,13 +115,8 @@ def _train(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     target = manifest.path_for(args.adapters_dir, name)
     argv = ["train", "--model", str(args.base), "--data", str(data), "--out", str(out), "--manifest", str(target),
-            "--task", args.task, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-            "--lr", str(args.lr), "--rank", str(args.rank), "--alpha", str(args.alpha), "--seed", str(args.seed),
-            "--lr-schedule", args.lr_schedule]
+            "--task", args.task, *training.training_argv(args)]
     argv += ["--base-name", args.base_name] if args.base_name else []
-    argv += ["--target-modules", *args.target_modules] if args.target_modules else []
-    argv += ["--threads", str(args.threads)] if args.threads else []
-    argv += ["--eval"] if args.eval else []
     trainer(argv, args.python)
     print(f"manifest: {target}")
     return 0

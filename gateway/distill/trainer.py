@@ -272,6 +272,32 @@ def run_generate(args: argparse.Namespace) -> None:
     args.out.write_text(json.dumps(got), encoding="utf-8")
 
 
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """The hyperparameters and how training runs: declared once, for this module and `nanoroute distill
+    train`, which passes them on (`training_argv`)."""
+    p.add_argument("--epochs", type=int, default=Hyper.epochs)
+    p.add_argument("--batch-size", type=int, default=Hyper.batch_size)
+    p.add_argument("--lr", type=float, default=Hyper.lr)
+    p.add_argument("--rank", type=int, default=Hyper.rank)
+    p.add_argument("--alpha", type=int, default=Hyper.alpha)
+    p.add_argument("--target-modules", nargs="+", metavar="MODULE", default=list(Hyper.target_modules),
+                   help="the layers LoRA adapts, by module name (default: q_proj v_proj)")
+    p.add_argument("--seed", type=int, default=Hyper.seed)
+    p.add_argument("--lr-schedule", choices=("linear", "constant"), default=Hyper.schedule,
+                   help="linear: decay the learning rate to 0 by the last step (default); constant: keep it")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
+    p.add_argument("--eval", action="store_true", help="score exact match on eval.jsonl, with the base model's")
+
+
+def training_argv(args: argparse.Namespace) -> list[str]:
+    """The arguments of `add_training_arguments`, as given, for this module's command line."""
+    argv = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+            "--rank", str(args.rank), "--alpha", str(args.alpha), "--seed", str(args.seed),
+            "--lr-schedule", args.lr_schedule, "--target-modules", *args.target_modules]
+    argv += ["--threads", str(args.threads)] if args.threads else []
+    return argv + (["--eval"] if args.eval else [])
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gateway.distill.trainer", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -282,17 +308,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, required=True, help="where the adapter is written")
     t.add_argument("--manifest", type=Path, required=True, help="adapters/<name>.yaml")
     t.add_argument("--task", action="append", help="task(s) the adapter serves (default: its name)")
-    t.add_argument("--epochs", type=int, default=Hyper.epochs)
-    t.add_argument("--batch-size", type=int, default=Hyper.batch_size)
-    t.add_argument("--lr", type=float, default=Hyper.lr)
-    t.add_argument("--rank", type=int, default=Hyper.rank)
-    t.add_argument("--alpha", type=int, default=Hyper.alpha)
-    t.add_argument("--target-modules", nargs="+", default=list(Hyper.target_modules))
-    t.add_argument("--seed", type=int, default=Hyper.seed)
-    t.add_argument("--lr-schedule", choices=("linear", "constant"), default=Hyper.schedule,
-                   help="linear: decay the learning rate to 0 by the last step (default); constant: keep it")
-    t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
-    t.add_argument("--eval", action="store_true", help="score exact match on eval.jsonl, with the base model's")
+    add_training_arguments(t)
     g = sub.add_parser("generate", help="answer held-out chats with an adapter (and the base model)")
     g.add_argument("--model", type=Path, required=True)
     g.add_argument("--adapter", type=Path, required=True)

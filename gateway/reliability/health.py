@@ -33,13 +33,12 @@ from functools import partial
 import orjson
 from prometheus_client import Counter, Gauge
 
-from gateway.backends.base import Attempt, Backend
+from gateway.backends.base import Attempt, Backend, Operation
 from gateway.backends.vllm import VllmBackend
 from gateway.config import schema
 from gateway.config.table import ModelRoute, RoutingTable
 from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from gateway.reliability.breaker import CLOSED, Breaker
-from gateway.routing.request import Operation
 
 log = logging.getLogger("nanoroute")
 

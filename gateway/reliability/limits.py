@@ -40,11 +40,3 @@ def retry_delay(err: UpstreamError, tries: int, settings: ChainSettings, remaini
         delay = err.retry_after + backoff * 0.5 * rand()
     return delay if delay < remaining else None
 
-
-def attempt_limit(start: float, total_s: float, deadline: float | None) -> tuple[float, str]:
-    """One attempt's hard limit on the loop clock: the backend's `total_s` from `start`, or the request's
-    deadline when that comes first; and which of the two it is (`total` or `deadline`)."""
-    total = start + total_s
-    if deadline is not None and deadline < total:
-        return deadline, "deadline"
-    return total, "total"

@@ -6,33 +6,17 @@ name equals what the client sent, the original bytes go upstream untouched.
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from gateway.backends.base import Operation
 from gateway.errors import InvalidRequest
-
-
-class Operation(enum.Enum):
-    """An OpenAI endpoint the gateway routes; the value is its path below the API's base URL."""
-
-    CHAT = "/chat/completions"
-    COMPLETIONS = "/completions"
-    EMBEDDINGS = "/embeddings"
-
-    @property
-    def required(self) -> str:
-        return _REQUIRED[self]
-
 
 TASK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
 """What a task name may be, from a header or the body's metadata: the config's names, at most 128 characters."""
-
-_REQUIRED = {Operation.CHAT: "messages", Operation.COMPLETIONS: "prompt", Operation.EMBEDDINGS: "input"}
-
 
 @dataclass(slots=True)
 class RoutedRequest:

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from examples.flywheel import make_tickets, teacher
-from gateway.capture.redact import Redactor
+from gateway.config.redact import Redactor
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,9 +18,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.capture.capture import Capture, Sample
-from gateway.capture.redact import Redactor
 from gateway.capture.sink import LocalSink
 from gateway.config.loader import load_text
+from gateway.config.redact import Redactor
 from gateway.metrics import Metrics
 from gateway.record import RequestRecord
 from gateway.rollout import Rollouts

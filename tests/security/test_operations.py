@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.capture.redact import Redactor
 from gateway.capture.sink import files_in
+from gateway.config.redact import Redactor
 from tests.api.support import CHAT, wait_until
 from tests.fakes.servers import Servers, free_port
 

@@ -6,12 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.backends.base import Operation
 from gateway.config.loader import load_text
 from gateway.config.table import RoutingTable
 from gateway.errors import ConfigError, InvalidRequest, NotFound
 from gateway.rollout import Rollouts, RolloutState, upper_bound
 from gateway.routing.decide import decide
-from gateway.routing.request import Operation, parse_request
+from gateway.routing.request import parse_request
 from gateway.routing.signals import Signals
 
 CONFIG = """\

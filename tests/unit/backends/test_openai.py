@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.backends.base import Attempt
+from gateway.backends.base import Attempt, Operation
 from gateway.backends.openai import OpenAIBackend
 from gateway.config.loader import load_text
 from gateway.errors import (
@@ -24,7 +24,6 @@ from gateway.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from gateway.routing.request import Operation
 from tests.fakes.servers import Servers, free_port
 
 CHAT = {"model": "served-name", "messages": [{"role": "user", "content": "hi"}]}

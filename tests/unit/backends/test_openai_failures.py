@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.backends.base import Attempt
+from gateway.backends.base import Attempt, Operation
 from gateway.backends.openai import OpenAIBackend
 from gateway.config.loader import load_text
 from gateway.errors import (
@@ -20,7 +20,6 @@ from gateway.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from gateway.routing.request import Operation
 from tests.fakes.servers import Servers, free_port
 from tests.unit.backends.conftest import Make
 

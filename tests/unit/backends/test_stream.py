@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 
-from gateway.backends.base import Attempt
+from gateway.backends.base import Attempt, Operation
 from gateway.backends.openai import OpenAIBackend
 from gateway.backends.stream import ErrorEvent, NotEventStream, has_content
 from gateway.config.loader import load_text
 from gateway.errors import UpstreamError, UpstreamMalformed, UpstreamServerError, UpstreamTimeout
-from gateway.routing.request import Operation
 from tests.api.support import wait_until
 from tests.fakes.servers import Servers
 from tests.unit.backends.conftest import Make

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.backends.base import Attempt
+from gateway.backends.base import Attempt, Operation
 from gateway.backends.vllm import MAX_QUEUE_WAIT_S, ReplicaState, VllmBackend, VllmHooks
 from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
 from gateway.errors import AdapterLoadFailed, UpstreamServerError
-from gateway.routing.request import Operation
 from tests.fakes.servers import Servers
 from tests.fakes.vllm import FakeVllm
 

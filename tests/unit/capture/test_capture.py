@@ -12,6 +12,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway.backends.base import Operation
 from gateway.capture.capture import MAX_STREAM_BYTES, Capture, Sample, encode
 from gateway.capture.sink import LocalSink, files_in
 from gateway.config.loader import load_text
@@ -19,7 +20,7 @@ from gateway.config.table import PolicyRoute, RoutingTable
 from gateway.errors import StorageUnavailable
 from gateway.metrics import Metrics
 from gateway.record import Outcome, RequestRecord
-from gateway.routing.request import Operation, RoutedRequest, parse_request
+from gateway.routing.request import RoutedRequest, parse_request
 
 CONFIG = """
 backends: {{b: {{type: openai, url: http://127.0.0.1:9/v1}}}}

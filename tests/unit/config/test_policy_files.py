@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
+from gateway.backends.base import Operation
 from gateway.config import schema
 from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
 from gateway.errors import PolicyUnmet
 from gateway.record import RequestRecord
 from gateway.routing.decide import Decision, decide
-from gateway.routing.request import Operation, parse_request
+from gateway.routing.request import parse_request
 from gateway.routing.signals import MIN_SAMPLES, Signals
 from gateway.settings import DEFAULT_CONFIG
 

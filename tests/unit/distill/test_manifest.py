@@ -47,7 +47,7 @@ def test_a_file_that_is_not_a_manifest(tmp_path: Path) -> None:
 
 
 def test_the_gateway_reads_what_distill_writes(tmp_path: Path) -> None:
-    reader = pytest.importorskip("gateway.adapters.manifest")
+    reader = pytest.importorskip("gateway.config.manifest")
     path = manifest.path_for(tmp_path / "adapters", "triage-lora")
     manifest.write(path, TRAINED)
     read = reader.read(path)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.backends.base import Backend, Reply
+from gateway.backends.base import Backend, Operation, Reply
 from gateway.backends.openai import OpenAIBackend
 from gateway.config.loader import load_text
 from gateway.config.table import ModelRoute, RoutingTable
@@ -27,7 +27,7 @@ from gateway.reliability.breaker import OPEN
 from gateway.reliability.health import Health
 from gateway.reliability.inflight import InFlight
 from gateway.routing.decide import decide
-from gateway.routing.request import Operation, RoutedRequest, parse_request
+from gateway.routing.request import RoutedRequest, parse_request
 from gateway.routing.signals import Signals
 from tests.fakes.servers import Servers
 from tests.fakes.upstream import FakeUpstream

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.backends.base import Operation
 from gateway.config import schema
 from gateway.config.table import ChainSettings
 from gateway.errors import (
@@ -14,7 +15,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.reliability.limits import deadline, retry_delay
-from gateway.routing.request import Operation, parse_request
+from gateway.routing.request import parse_request
 
 
 def settings(**retries: float) -> ChainSettings:

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from gateway.backends.base import Operation
 from gateway.config.loader import load_text
 from gateway.config.table import PolicyRoute
 from gateway.routing.cascade import judge_json, judge_stream, verdict, wants_logprobs
-from gateway.routing.request import Operation, RoutedRequest, parse_request
+from gateway.routing.request import RoutedRequest, parse_request
 
 
 def policy(settings: str = "") -> PolicyRoute:

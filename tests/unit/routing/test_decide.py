@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
+from gateway.backends.base import Operation
 from gateway.config.loader import load_text
 from gateway.config.table import RoutingTable
 from gateway.errors import ModelNotFound
 from gateway.routing.decide import Decision, decide
-from gateway.routing.request import Operation, parse_request
+from gateway.routing.request import parse_request
 from gateway.routing.signals import Signals
 
 # With max_tokens=100 and a prompt of 5 tokens (one message "hi", counted as characters / 4):

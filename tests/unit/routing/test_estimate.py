@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from gateway.backends.base import Operation
 from gateway.config.loader import load_text
 from gateway.routing.estimate import DEFAULT_OUTPUT_TOKENS, estimate, output_tokens, prompt_tokens, usage_cost
-from gateway.routing.request import Operation, RoutedRequest, parse_request
+from gateway.routing.request import RoutedRequest, parse_request
 from gateway.routing.signals import Signals
 
 TABLE = load_text("""\

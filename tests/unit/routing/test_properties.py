@@ -23,13 +23,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from gateway.backends.base import Operation
 from gateway.config import loader, schema
 from gateway.config.table import RoutingTable
 from gateway.errors import PolicyUnmet
 from gateway.record import RequestRecord
 from gateway.routing.decide import Candidate, Decision, decide, explain
 from gateway.routing.estimate import DEFAULT_OUTPUT_TOKENS
-from gateway.routing.request import Operation, RoutedRequest, parse_request
+from gateway.routing.request import RoutedRequest, parse_request
 from gateway.routing.signals import MIN_SAMPLES, Signals
 
 TASKS = [None, "support", "code"]

@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.backends.base import Operation
 from gateway.errors import InvalidRequest
-from gateway.routing.request import Operation, RoutedRequest, parse_request
+from gateway.routing.request import RoutedRequest, parse_request
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

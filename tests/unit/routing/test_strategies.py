@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 
+from gateway.backends.base import Operation
 from gateway.config.loader import load_text
 from gateway.config.table import RoutingTable
 from gateway.errors import ModelNotFound, PermissionDenied, PolicyUnmet
 from gateway.record import RequestRecord
 from gateway.routing.decide import Decision, decide
-from gateway.routing.request import Operation, RoutedRequest, parse_request
+from gateway.routing.request import RoutedRequest, parse_request
 from gateway.routing.signals import MIN_SAMPLES, Signals
 
 CATALOG = """\

@@ -1,4 +1,4 @@
-"""Redaction (gateway/capture/redact.py): the built-in patterns, configured ones, and JSON walking."""
+"""Redaction (gateway/config/redact.py): the built-in patterns, configured ones, and JSON walking."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.capture.redact import Redactor
+from gateway.config.redact import Redactor
 
 
 @pytest.mark.parametrize("text", [

@@ -1,4 +1,4 @@
-"""gateway/adapters/manifest.py, and how the config loader uses manifests for `adapter:` models."""
+"""gateway/config/manifest.py, and how the config loader uses manifests for `adapter:` models."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.adapters.manifest import Manifest, ManifestError, location, read, read_all
 from gateway.config.loader import load_file
+from gateway.config.manifest import Manifest, ManifestError, location, read, read_all
 from gateway.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
