@@ -1,18 +1,19 @@
-"""What happened to one request: filled in along the hot path, handed once to the observers
-(metrics, access log) when the request ends. Observers read it; they never steer the request.
+"""What happened to one request: filled in along the request's path, handed once to the observers
+(usage, metrics, access log, capture, rollout) when the request ends. Observers read it; they never
+steer the request.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from gateway.config.table import ModelRoute
 from gateway.errors import UpstreamError
 
-if TYPE_CHECKING:
-    from gateway.capture.capture import Sample
-    from gateway.rollout import Probe
+MAX_KEPT_BYTES = 4 << 20
+"""The most of a streamed answer kept for observers that read answers (capture, rollouts); a longer
+one is not kept (`kept_bytes` still counts it)."""
 
 NONE = "none"
 """The label value for 'no policy / no model': requests that failed before routing, or unknown names."""
@@ -61,7 +62,14 @@ class RequestRecord:
     delivered: bool = False
     """A stream's closing `data: [DONE]` reached the client: the answer is whole, so the client going away
     afterwards (the official SDKs close the connection as soon as they read it) is no cancellation."""
-    capture: Sample | None = None
-    """Set when the policy captures and this request was sampled: it collects the answer as it goes."""
-    rollout: Probe | None = None
-    """Set when the policy has a rollout and this request's answer is compared off the request path."""
+    usage: dict[str, Any] | None = None
+    """The upstream's usage object, as it sent it; the usage observer turns it into tokens and cost."""
+    keep: bool = False
+    """An observer reads this request's answer (it was sampled for capture, or a rollout compares it):
+    the relay keeps the answer below as it goes."""
+    reply: dict[str, Any] | None = None
+    """A JSON answer, parsed (kept when `keep`)."""
+    events: list[bytes] | None = None
+    """A stream's bytes as relayed to the client, up to MAX_KEPT_BYTES (kept when `keep`)."""
+    kept_bytes: int = 0
+    """The size of the answer: the JSON body's, or all of a stream's relayed bytes."""

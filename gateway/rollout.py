@@ -25,7 +25,6 @@ State lives in the gateway process and survives config reloads while the policy 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import math
@@ -51,11 +50,12 @@ from gateway.distill.evaluate import (
     judge_verdict,
 )
 from gateway.errors import InvalidRequest, NotFound, UpstreamError
-from gateway.record import Outcome, RequestRecord
+from gateway.record import MAX_KEPT_BYTES, Outcome, RequestRecord
 from gateway.routing.decide import Decision
 from gateway.routing.estimate import usage_cost
 from gateway.routing.request import RoutedRequest
 from gateway.routing.signals import Signals
+from gateway.tasks import Background
 
 if TYPE_CHECKING:
     from gateway.metrics import Metrics
@@ -64,7 +64,6 @@ log = logging.getLogger("nanoroute")
 
 STAGES = ("shadow", "canary", "primary", "stopped")
 MIRROR_TIMEOUT_S = 120.0
-MAX_STREAM_BYTES = 1 << 20
 HISTORY = 50
 Z_95 = 1.645
 """One-sided 95%: the z of the confidence bound that must fall below min_quality to move a rollout back."""
@@ -109,29 +108,23 @@ class RolloutState:
 
 class Probe:
     """One request's part in a rollout: whether the rolled-out model serves it, and which model is asked
-    the same question off the path; collects the served answer as it goes (like a capture sample)."""
+    the same question off the path. The served answer is on the request's record, which the relay keeps."""
 
-    __slots__ = ("body", "candidate_serves", "chunks", "incumbent", "mirror", "reply", "size", "state")
+    __slots__ = ("body", "candidate_serves", "incumbent", "mirror", "state")
 
     def __init__(self, state: RolloutState, candidate_serves: bool, incumbent: ModelRoute, mirror: ModelRoute,
                  body: dict[str, Any]) -> None:
         self.state, self.candidate_serves, self.incumbent, self.mirror = state, candidate_serves, incumbent, mirror
         self.body = body
-        self.reply: dict[str, Any] | None = None
-        self.chunks: list[bytes] = []
-        self.size = 0
 
-    def feed(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size <= MAX_STREAM_BYTES:
-            self.chunks.append(data)
 
-    def served_answer(self) -> str | None:
-        if self.reply is not None:
-            return answer_text(from_reply(self.reply)[0])
-        if self.chunks and self.size <= MAX_STREAM_BYTES:
-            return answer_text(from_stream(b"".join(self.chunks))[0])
-        return None
+def served_answer(rec: RequestRecord) -> str | None:
+    """The text of the answer the request was served, as its record kept it; None when it kept none."""
+    if rec.reply is not None:
+        return answer_text(from_reply(rec.reply)[0])
+    if rec.events and rec.kept_bytes <= MAX_KEPT_BYTES:
+        return answer_text(from_stream(b"".join(rec.events))[0])
+    return None
 
 
 class Rollouts:
@@ -143,7 +136,7 @@ class Rollouts:
         self.metrics = metrics
         self._rng = rng
         self._states: dict[str, RolloutState] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._comparing = Background("rollouts")
         self._backends: Mapping[str, Backend] = {}
         self._known_tasks: frozenset[str] = frozenset()
         """The tasks the config names: a score is kept per task only for these, never per client string."""
@@ -206,22 +199,15 @@ class Rollouts:
         if rec.outcome != Outcome.SUCCESS or rec.model is not expected_model:
             self._count(st, "skipped")  # failed, or another model of the chain answered
             return
-        served = probe.served_answer()
+        served = served_answer(rec)
         if served is None:
             self._count(st, "skipped")
             return
         if st.mirroring >= st.route.settings.max_concurrency:
             self._count(st, "dropped")
             return
-        task = asyncio.get_running_loop().create_task(self._compare(probe, served, rec))
-        self._tasks.add(task)
         st.mirroring += 1
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            st.mirroring -= 1
-
-        task.add_done_callback(done)
+        self._comparing.start(self._compare(probe, served, rec), f"{st.policy}: compare {rec.request_id}")
 
     async def _compare(self, probe: Probe, served: str, rec: RequestRecord) -> None:
         """One comparison, in a task of its own: a failure that is not an upstream's is logged and counted."""
@@ -231,6 +217,8 @@ class Rollouts:
             log.exception("rollout %s: comparing an answer of %s failed", probe.state.policy,
                           probe.state.route.model.name)
             self._count(probe.state, "error")
+        finally:
+            probe.state.mirroring -= 1
 
     async def _mirror(self, probe: Probe, served: str, rec: RequestRecord) -> None:
         st, model = probe.state, probe.mirror
@@ -383,12 +371,7 @@ class Rollouts:
         return st.describe()
 
     async def stop(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._comparing.stop()
 
 
 def upper_bound(mean: float, n: int, z: float = Z_95) -> float:

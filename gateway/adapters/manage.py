@@ -78,7 +78,7 @@ async def _list(t: Target, manifests: dict[str, manifest_mod.Manifest], out: Tex
     backends = await _open(t)
     try:
         for name, b in backends.items():
-            for r in b.states:
+            for r in b.replicas:
                 await b.refresh(r.index)
                 state = "unreachable" if not r.reachable else f"adapters: {', '.join(sorted(r.loaded)) or '-'}"
                 routed = sorted(t.routed.get(name, ()))
@@ -96,7 +96,7 @@ async def _change(command: str, t: Target, manifests: dict[str, manifest_mod.Man
     backends = await _open(t)
     try:
         for bname, b in backends.items():
-            for r in b.states:
+            for r in b.replicas:
                 await b.refresh(r.index)
                 if not r.reachable:
                     print(f"{bname}[{r.index}] {r.url}: unreachable", file=out)
@@ -125,7 +125,7 @@ async def _change(command: str, t: Target, manifests: dict[str, manifest_mod.Man
 
 async def _load(b: VllmBackend, replica: int, adapter: str, manifests: dict[str, manifest_mod.Manifest],
                 adapters_dir: Path, out: TextIO) -> int:
-    r = b.states[replica]
+    r = b.replicas[replica]
     m = manifests.get(adapter)
     if m is None:
         print(f"{b.name}[{replica}] {r.url}: {adapter}: no manifest in {adapters_dir}", file=out)

@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse
 
 from gateway.api.deps import admin, gateway, presented_key_id
 from gateway.backends.base import Operation
-from gateway.backends.vllm import VllmBackend
 from gateway.config.table import ModelRoute
 from gateway.errors import ConfigError, InvalidRequest
 from gateway.routing.decide import Candidate, explain
@@ -44,8 +43,9 @@ async def config(request: Request) -> dict[str, Any]:
 async def backends(request: Request) -> dict[str, Any]:
     """What each vLLM backend's replicas serve (adapters included), and how busy each is."""
     state = gateway(request).state
-    return {"backends": {name: {"type": "vllm", "queue_wait_s": b.queue_wait_s(), "replicas": b.describe()}
-                         for name, b in state.backends.items() if isinstance(b, VllmBackend)}}
+    described = {name: (state.table.config.backends[name], b.describe()) for name, b in state.backends.items()}
+    return {"backends": {name: {"type": spec.type, "queue_wait_s": state.signals.queue_wait(name), "replicas": replicas}
+                         for name, (spec, replicas) in described.items() if replicas is not None}}
 
 
 @router.get("/rollouts")
@@ -92,7 +92,7 @@ async def explain_route(request: Request) -> dict[str, Any]:
         key_id=request.headers.get("x-nanoroute-key") or key_id, request_id="explain",
         pin=request.headers.get("x-nanoroute-model"),
     )
-    out = explain(gw.state.table, req, gw.signals)
+    out = explain(gw.state.table, req, gw.state.signals)
     d = out.decision
     return {
         "policy": d.policy,

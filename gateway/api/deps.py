@@ -1,19 +1,38 @@
-"""FastAPI dependencies shared by the non-hot routers."""
+"""FastAPI dependencies shared by the routers beside the pipeline (models, health, admin, feedback, metrics).
+
+Routers see the gateway through `GatewayView`, the few parts they read, rather than the app itself.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from fastapi import Request
 
-from gateway.keys import presented
+from gateway.capture.capture import Capture
+from gateway.config.watcher import Reloader
+from gateway.metrics import Metrics
+from gateway.pipeline.admission.keys import KeyCheck, presented
+from gateway.pipeline.context import Snapshot
+from gateway.rollout import Rollouts
 
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+
+class GatewayView(Protocol):
+    auth: KeyCheck
+    metrics: Metrics
+    capture: Capture
+    rollouts: Rollouts
+    reloader: Reloader
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def state(self) -> Snapshot: ...
 
 
-def gateway(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
+def gateway(request: Request) -> GatewayView:
+    gw: GatewayView = request.app.state.gateway
     return gw
 
 
@@ -25,17 +44,16 @@ def _presented(request: Request) -> bytes | None:
 
 def client_key(request: Request) -> str | None:
     """The calling client's key id; raises AuthenticationFailed when keys are required."""
-    key = gateway(request).state.auth.check(_presented(request))
+    key = gateway(request).auth.check(_presented(request))
     return key.id if key is not None else None
 
 
 def presented_key_id(request: Request) -> str | None:
     """The id of the client key the request carries, if it is one of ours (never raises)."""
-    key = gateway(request).state.auth.identify(_presented(request))
+    key = gateway(request).auth.identify(_presented(request))
     return key.id if key is not None else None
 
 
 def admin(request: Request) -> None:
     auth = request.headers.get("authorization")
-    gateway(request).state.auth.check_admin(presented(auth.encode("latin-1") if auth is not None else None,
-                                                      None, None))
+    gateway(request).auth.check_admin(presented(auth.encode("latin-1") if auth is not None else None, None, None))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from gateway.backends.base import Attempt, Backend, Reply, ReplyStream
+from gateway.backends.base import Attempt, Backend, Operation, Reply, ReplyStream
 from gateway.backends.litellm import LitellmBackend
 from gateway.backends.openai import OpenAIBackend
+from gateway.backends.replica import Replica
 from gateway.backends.vllm import VllmBackend, VllmHooks
 from gateway.config import schema
 
@@ -17,4 +18,4 @@ def build_backend(name: str, spec: schema.Backend, hooks: VllmHooks | None = Non
     return OpenAIBackend(name, spec)
 
 
-__all__ = ["Attempt", "Backend", "Reply", "ReplyStream", "VllmBackend", "VllmHooks", "build_backend"]
+__all__ = ["Attempt", "Backend", "Operation", "Replica", "Reply", "ReplyStream", "VllmHooks", "build_backend"]

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.config.table import ModelRoute
+from gateway.backends.replica import Replica
+from gateway.config.table import ModelRoute, RoutingTable
 
 
 class Operation(enum.Enum):
@@ -67,15 +68,18 @@ class Attempt:
 
 class Backend(Protocol):
     name: str
-    replicas: int
-    """How many replicas (base URLs) serve this backend's models."""
+    replicas: tuple[Replica, ...]
+    """Its replicas (base URLs), each built once; the health checks and the attempt chain read the same."""
     stream_usage: bool
     """Whether the gateway may ask this backend for usage in streams the client did not ask it for."""
 
     async def start(self) -> None:
-        """Open connection pools; called once from the app's lifespan."""
+        """Open connection pools (and background work, such as vLLM's poll); called from the app's lifespan."""
 
     async def close(self) -> None: ...
+
+    def configure(self, table: RoutingTable) -> None:
+        """Take what `table` routes to this backend (vLLM: the adapters to load); at start and each reload."""
 
     async def call(self, attempt: Attempt) -> Reply: ...
 
@@ -87,6 +91,12 @@ class Backend(Protocol):
     async def probe(self, replica: int, path: str, timeout_s: float) -> bytes | None:
         """An active health check of one replica: returns (the body, for backends that read one) when it
         answers `path` with 2xx/3xx; else raises an `UpstreamError`."""
+
+    async def queue_length(self, replica: int, timeout_s: float) -> float | None:
+        """The requests waiting in the replica's own queue, read now; None when the backend cannot tell."""
+
+    def describe(self) -> list[dict[str, Any]] | None:
+        """What the gateway knows of each replica beyond health, for /admin/backends; None: nothing more."""
 
 
 def attempt_limit(start: float, total_s: float, deadline: float | None) -> tuple[float, str]:

@@ -20,8 +20,9 @@ from typing import Any
 import orjson
 
 from gateway.backends.base import Attempt, Operation, Reply, attempt_limit, read_key
+from gateway.backends.replica import Replica
 from gateway.config import schema
-from gateway.config.table import ModelRoute
+from gateway.config.table import ModelRoute, RoutingTable
 from gateway.errors import (
     ContentFiltered,
     ContextLengthExceeded,
@@ -71,12 +72,13 @@ def _import_litellm() -> Any:
 
 
 class LitellmBackend:
-    replicas = 1
     stream_usage = True
 
     def __init__(self, name: str, spec: schema.LitellmBackend) -> None:
         self.name = name
         self.spec = spec
+        self.replicas: tuple[Replica, ...] = (Replica(name, 0, f"litellm:{spec.provider}"),)
+        """One: the provider's endpoint."""
         self._litellm: Any = None
         self._key: str | None = None
         self._ttft_s, self._idle_s, self._total_s = spec.timeouts.ttft_s, spec.timeouts.idle_s, spec.timeouts.total_s
@@ -90,6 +92,9 @@ class LitellmBackend:
         # closing them here would break the others (its aiohttp session is not re-created), so they
         # live as long as the process.
         return None
+
+    def configure(self, table: RoutingTable) -> None:
+        return None  # nothing to set up per model
 
     def _kwargs(self, attempt: Attempt) -> dict[str, Any]:
         body = orjson.loads(attempt.body)
@@ -169,6 +174,12 @@ class LitellmBackend:
     async def probe(self, replica: int, path: str, timeout_s: float) -> None:
         return None  # hosted providers have no health endpoint; attempts feed the circuit breaker
 
+    async def queue_length(self, replica: int, timeout_s: float) -> float | None:
+        return None  # a provider does not say
+
+    def describe(self) -> list[dict[str, Any]] | None:
+        return None
+
     def _timeout(self, attempt: Attempt, phase: str) -> UpstreamTimeout:
         why = {"first_token": f"the provider sent no content in time (timeouts.ttft_s: {self._ttft_s:g} s)",
                "idle": f"the provider stalled in the middle of the stream (timeouts.idle_s: {self._idle_s:g} s)",
@@ -181,7 +192,7 @@ class LitellmBackend:
         if isinstance(exc, UpstreamError):
             return exc
         lit = self._litellm
-        ids = {"model": attempt.model.name, "backend": self.name}
+        ids: dict[str, Any] = {"model": attempt.model.name, "backend": self.name}
         msg = _short(getattr(exc, "message", None) or str(exc))
         status = getattr(exc, "status_code", None)
         if isinstance(exc, lit.ContextWindowExceededError):

@@ -1,4 +1,5 @@
-"""Backends that speak OpenAI's HTTP API: OpenAI itself and any compatible server, vLLM included.
+"""Backends that speak OpenAI's HTTP API: `OpenAIBackend` (OpenAI, Azure OpenAI, any compatible server),
+and the `Transport` it shares with the vLLM backend (`vllm.py`), which composes it too.
 
 One aiohttp session (one connection pool) per backend, opened in the app's lifespan. Bodies go out as
 the bytes they are; answers come back as bytes, parsed once only to check them and read usage.
@@ -13,8 +14,8 @@ Time limits: `timeouts.connect_s` (aiohttp's socket connect), one timer per JSON
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
@@ -24,9 +25,10 @@ import aiohttp
 import orjson
 
 from gateway.backends.base import Attempt, Reply, attempt_limit, read_key
+from gateway.backends.replica import Replica
 from gateway.backends.stream import ErrorEvent, NotEventStream, UpstreamStream, hold
 from gateway.config import schema
-from gateway.config.table import ModelRoute
+from gateway.config.table import ModelRoute, RoutingTable
 from gateway.errors import (
     ContentFiltered,
     ContextLengthExceeded,
@@ -81,14 +83,63 @@ async def read_upto(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 
 
 class OpenAIBackend:
-    """An OpenAI-compatible server at one or more base URLs (replicas)."""
+    """A server that speaks OpenAI's HTTP API at one base URL (OpenAI, Azure OpenAI, any compatible one)."""
 
-    def __init__(self, name: str, spec: schema.OpenAIBackend | schema.AzureBackend | schema.VllmBackend) -> None:
+    def __init__(self, name: str, spec: schema.OpenAIBackend | schema.AzureBackend) -> None:
+        self.name = name
+        self.transport = Transport(name, spec)
+        self.replicas: tuple[Replica, ...] = (Replica(name, 0, spec.url),)
+        self.stream_usage = spec.stream_usage
+        self._url = spec.url
+        self._azure_version = spec.api_version if isinstance(spec, schema.AzureBackend) else None
+
+    async def start(self) -> None:
+        await self.transport.start(azure=self._azure_version is not None)
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    def configure(self, table: RoutingTable) -> None:
+        return None  # nothing to set up per model
+
+    def _endpoint(self, attempt: Attempt) -> str:
+        if self._azure_version is not None:  # deployments by name; one endpoint
+            return (f"{self._url}/openai/deployments/{attempt.model.upstream_name}{attempt.op.value}"
+                    f"?api-version={self._azure_version}")
+        return self._url + attempt.op.value
+
+    async def call(self, attempt: Attempt) -> Reply:
+        return await self.transport.call(self._endpoint(attempt), attempt)
+
+    async def stream(self, attempt: Attempt) -> UpstreamStream:
+        return await self.transport.stream(self._endpoint(attempt), attempt)
+
+    def prefer(self, model: ModelRoute) -> list[int] | None:
+        return None  # one replica
+
+    async def probe(self, replica: int, path: str, timeout_s: float) -> bytes:
+        return await self.transport.get(urljoin(self._url + "/", path), timeout_s)
+
+    async def queue_length(self, replica: int, timeout_s: float) -> float | None:
+        return None  # an OpenAI-compatible server does not say
+
+    def describe(self) -> list[dict[str, Any]] | None:
+        return None
+
+
+class Transport:
+    """One backend's HTTP side, which the OpenAI and vLLM backends compose: one aiohttp pool, the backend's
+    headers (its key among them) and timeouts. It posts an attempt's body to a URL as a JSON call or a
+    stream, gets a URL for checks, and classifies every failure into the gateway's errors.
+
+    `not_found`: for a 404, the error to raise instead of the usual one, or None (vLLM: an adapter the
+    replica lost)."""
+
+    def __init__(self, name: str, spec: schema.OpenAIBackend | schema.AzureBackend | schema.VllmBackend,
+                 not_found: Callable[[Attempt], UpstreamError | None] | None = None) -> None:
         self.name = name
         self.spec = spec
-        self._urls = tuple(spec.urls if isinstance(spec, schema.VllmBackend) else [spec.url])
-        self.replicas = len(self._urls)
-        self._turn = itertools.cycle(range(self.replicas))
+        self._not_found = not_found
         t = spec.timeouts
         self._total_s, self._ttft_s, self._idle_s = t.total_s, t.ttft_s, t.idle_s
         # Our own timers bound each attempt (total, first token, idle, deadline); aiohttp bounds the connect.
@@ -97,13 +148,12 @@ class OpenAIBackend:
         # aiohttp would otherwise offer gzip, and OpenAI's servers take the offer.
         self._headers = {"content-type": "application/json", "accept-encoding": "identity", **spec.headers}
         self._session: aiohttp.ClientSession | None = None
-        self.stream_usage = spec.stream_usage
         self._max_bytes = spec.max_response_bytes
-        self._azure_version = spec.api_version if isinstance(spec, schema.AzureBackend) else None
 
-    async def start(self) -> None:
+    async def start(self, *, azure: bool = False) -> None:
+        """Open the pool; the key goes in `api-key` for Azure, else in `Authorization: Bearer`."""
         key = read_key(self.spec.api_key_env, self.spec.api_key_file)
-        if key and self._azure_version is not None:
+        if key and azure:
             self._headers["api-key"] = key
         elif key:
             self._headers["authorization"] = f"Bearer {key}"
@@ -119,22 +169,15 @@ class OpenAIBackend:
         if self._session is not None:
             await self._session.close()
 
-    def _url(self, attempt: Attempt) -> str:
-        if self._azure_version is not None:  # deployments by name; one endpoint
-            return (f"{self._urls[0]}/openai/deployments/{attempt.model.upstream_name}{attempt.op.value}"
-                    f"?api-version={self._azure_version}")
-        replica = attempt.replica if attempt.replica is not None else next(self._turn)
-        # A request that started before a reload may carry an index from the previous replica list.
-        return self._urls[replica % self.replicas] + attempt.op.value
-
-    async def call(self, attempt: Attempt) -> Reply:
+    async def call(self, url: str, attempt: Attempt) -> Reply:
+        """POST the attempt's body to `url`; the whole JSON answer, or the failure classified."""
         assert self._session is not None, "backend used before start()"
         headers = {**self._headers, "x-request-id": attempt.request_id}
         limit, phase = attempt_limit(asyncio.get_running_loop().time(), self._total_s, attempt.deadline)
         try:
             async with asyncio.timeout_at(limit):
                 with self._translate(attempt):
-                    async with self._session.post(self._url(attempt), data=attempt.body, headers=headers,
+                    async with self._session.post(url, data=attempt.body, headers=headers,
                                                   allow_redirects=False) as resp:
                         if resp.status != 200:
                             body = await read_upto(resp, MAX_ERROR_BYTES)
@@ -157,8 +200,9 @@ class OpenAIBackend:
             raise self._classify_event(attempt, parsed, "in a 200 answer")  # some servers say 200 and mean 5xx
         return Reply(body, parsed)
 
-    async def stream(self, attempt: Attempt) -> UpstreamStream:
-        """Returns once the upstream has sent its first content; what fails before that is raised here."""
+    async def stream(self, url: str, attempt: Attempt) -> UpstreamStream:
+        """POST the attempt's body to `url` for a stream; returns once the upstream has sent its first content,
+        what fails before that is raised here."""
         assert self._session is not None, "backend used before start()"
         headers = {**self._headers, "x-request-id": attempt.request_id}
         start = asyncio.get_running_loop().time()
@@ -172,8 +216,7 @@ class OpenAIBackend:
         resp: aiohttp.ClientResponse | None = None
         try:
             with self._translate(attempt):
-                resp = await self._session.post(self._url(attempt), data=attempt.body, headers=headers,
-                                                allow_redirects=False)
+                resp = await self._session.post(url, data=attempt.body, headers=headers, allow_redirects=False)
                 if resp.status != 200:
                     body = await read_upto(resp, MAX_ERROR_BYTES)
                     raise self._classify(attempt, resp.status, body, resp.headers)
@@ -187,13 +230,10 @@ class OpenAIBackend:
         stream.opened(resp, held)
         return stream
 
-    def prefer(self, model: ModelRoute) -> list[int] | None:
-        return None  # replicas are taken in turn
-
-    async def probe(self, replica: int, path: str, timeout_s: float) -> bytes:
+    async def get(self, url: str, timeout_s: float) -> bytes:
+        """GET `url` (a health check, vLLM's model list or metrics): its body, or an UpstreamError."""
         assert self._session is not None, "backend used before start()"
-        url = urljoin(self._urls[replica] + "/", path)
-        ids = {"model": "", "backend": self.name}
+        ids: dict[str, Any] = {"model": "", "backend": self.name}
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._session.get(url, headers=self._headers, allow_redirects=False) as resp:
@@ -214,12 +254,20 @@ class OpenAIBackend:
         }[phase]
         return UpstreamTimeout(why, model=attempt.model.name, backend=self.name, phase=phase)
 
+    async def post_json(self, url: str, payload: dict[str, str]) -> tuple[int, bytes]:
+        """POST a small JSON payload (vLLM's adapter API): the status and the start of the body. Raises
+        aiohttp's and the OS's errors for the caller to word."""
+        assert self._session is not None, "backend used before start()"
+        async with self._session.post(url, data=orjson.dumps(payload), headers=self._headers,
+                                      allow_redirects=False) as resp:
+            return resp.status, await read_upto(resp, MAX_ERROR_BYTES)
+
     def _translate(self, attempt: Attempt) -> _Translate:
         """The one place where aiohttp's exceptions, and what is not SSE, become the gateway's."""
         return _Translate(self, attempt)
 
     def _classify(self, attempt: Attempt, status: int, body: bytes, headers: Any) -> UpstreamError:
-        ids = {"model": attempt.model.name, "backend": self.name}
+        ids: dict[str, Any] = {"model": attempt.model.name, "backend": self.name}
         detail, code = _error_info(body)
         if status == 429:
             return UpstreamRateLimited(f"upstream is rate limiting: {detail}", retry_after=_retry_after(headers), **ids)
@@ -234,6 +282,8 @@ class OpenAIBackend:
         if 400 <= status < 500 and any(m in said for m in _FILTER_MARKERS):
             return ContentFiltered(f"the provider's content filter refused the request: {detail}",
                                    status=status, body=_as_envelope(body, detail), **ids)
+        if status == 404 and self._not_found is not None and (instead := self._not_found(attempt)) is not None:
+            return instead
         if 400 <= status < 500 and status != 404:
             return UpstreamRejected(f"upstream rejected the request with {status}: {detail}",
                                     status=status, body=_as_envelope(body, detail), **ids)
@@ -257,12 +307,12 @@ class OpenAIBackend:
 
 
 class _Translate:
-    """`OpenAIBackend._translate`: a class rather than a generator-based context manager, since it is
+    """`Transport._translate`: a class rather than a generator-based context manager, since it is
     entered on every request and costs a third as much."""
 
     __slots__ = ("_attempt", "_backend")
 
-    def __init__(self, backend: OpenAIBackend, attempt: Attempt) -> None:
+    def __init__(self, backend: Transport, attempt: Attempt) -> None:
         self._backend, self._attempt = backend, attempt
 
     def __enter__(self) -> None:
@@ -282,7 +332,7 @@ class _Translate:
 
 def _translated(exc: BaseException, model: str, backend: str) -> UpstreamError:
     """aiohttp's and the OS's exceptions as the gateway's."""
-    ids = {"model": model, "backend": backend}
+    ids: dict[str, Any] = {"model": model, "backend": backend}
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return UpstreamTimeout("upstream did not accept the connection in time (timeouts.connect_s)",
                                phase="connect", **ids)

@@ -1,7 +1,7 @@
 """vLLM replicas: what each one serves, the LoRA adapters the config routes to, and how busy each is.
 
-Requests go out exactly as for any OpenAI-compatible server (`OpenAIBackend`); on top of that, for each
-replica (one base URL), this backend keeps a `ReplicaState`:
+Requests go out exactly as for any OpenAI-compatible server (through the same `Transport` as
+`OpenAIBackend`); on top of that, for each replica (one base URL, a `Replica`), this backend keeps:
 
 - **What it serves**, read from its `/v1/models` every `poll_interval_s`: base models, and adapters
   (entries with a `parent`). An adapter that the gateway loaded and that the list no longer shows, or a
@@ -30,19 +30,22 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.backends.base import Attempt, Reply, ReplyStream
-from gateway.backends.openai import MAX_ERROR_BYTES, OpenAIBackend, read_upto
+from gateway.backends.openai import Transport
+from gateway.backends.replica import Replica
 from gateway.config import schema
 from gateway.config.table import ModelRoute, RoutingTable
 from gateway.errors import AdapterLoadFailed, UpstreamError
+from gateway.tasks import Background
 
 log = logging.getLogger("nanoroute")
 
@@ -68,89 +71,71 @@ class VllmHooks:
     """(backend, adapter, outcome): a load was tried; outcome `loaded` or `failed`."""
 
 
-@dataclass(slots=True)
-class ReplicaState:
-    index: int
-    url: str
-    served: dict[str, str | None] | None = None
-    """Model ids from its /v1/models, each with its parent (adapters) or None (base models); None
-    until read."""
-    loaded: set[str] = field(default_factory=set)
-    """Adapters known to be loaded on it."""
-    reachable: bool = False
-    started_at: float | None = None
-    waiting: float = 0.0
-    running: float = 0.0
-    kv_cache: float = 0.0
-    rate: float | None = None
-    """Requests finished per second (moving average)."""
-    queue_wait_s: float = 0.0
-    in_flight: int = 0
-    """The gateway's own requests to it now (this process)."""
-    _finished: float | None = None
-    _read_at: float = 0.0
-    failed_loads: dict[str, float] = field(default_factory=dict)
+def read_metrics(r: Replica, text: str, now: float) -> None:
+    """Take a replica's queue, running requests, KV-cache use and finish rate from its /metrics."""
+    waiting = running = kv = finished = 0.0
+    started = None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name
+            if name == "vllm:num_requests_waiting":
+                waiting += sample.value
+            elif name == "vllm:num_requests_running":
+                running += sample.value
+            elif name == "vllm:kv_cache_usage_perc":
+                kv = max(kv, sample.value)
+            elif name == "vllm:request_success_total":
+                finished += sample.value
+            elif name == "process_start_time_seconds":
+                started = sample.value
+    if r.finished is not None and finished >= r.finished and now > r.read_at:
+        rate = (finished - r.finished) / (now - r.read_at)
+        r.rate = rate if r.rate is None else r.rate + RATE_ALPHA * (rate - r.rate)
+    r.finished, r.read_at = finished, now
+    r.waiting, r.running, r.kv_cache = waiting, running, kv
+    if waiting <= 0:
+        r.queue_wait_s = 0.0
+    elif r.rate:
+        r.queue_wait_s = min(MAX_QUEUE_WAIT_S, waiting / r.rate)
+    else:
+        r.queue_wait_s = MAX_QUEUE_WAIT_S
+    if started is not None and r.started_at is not None and started != r.started_at:
+        restarted(r, "its process start time changed")
+    r.started_at = started
 
-    @property
-    def load(self) -> float:
-        return self.in_flight + self.waiting + self.running
 
-    def read_metrics(self, text: str, now: float) -> None:
-        waiting = running = kv = finished = 0.0
-        started = None
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                name = sample.name
-                if name == "vllm:num_requests_waiting":
-                    waiting += sample.value
-                elif name == "vllm:num_requests_running":
-                    running += sample.value
-                elif name == "vllm:kv_cache_usage_perc":
-                    kv = max(kv, sample.value)
-                elif name == "vllm:request_success_total":
-                    finished += sample.value
-                elif name == "process_start_time_seconds":
-                    started = sample.value
-        if self._finished is not None and finished >= self._finished and now > self._read_at:
-            rate = (finished - self._finished) / (now - self._read_at)
-            self.rate = rate if self.rate is None else self.rate + RATE_ALPHA * (rate - self.rate)
-        self._finished, self._read_at = finished, now
-        self.waiting, self.running, self.kv_cache = waiting, running, kv
-        if waiting <= 0:
-            self.queue_wait_s = 0.0
-        elif self.rate:
-            self.queue_wait_s = min(MAX_QUEUE_WAIT_S, waiting / self.rate)
-        else:
-            self.queue_wait_s = MAX_QUEUE_WAIT_S
-        if started is not None and self.started_at is not None and started != self.started_at:
-            self.restarted("its process start time changed")
-        self.started_at = started
+def read_models(r: Replica, body: bytes) -> None:
+    """Take what a replica serves (base models and adapters) from its /v1/models."""
+    data = orjson.loads(body).get("data") or []
+    served = {m["id"]: m.get("parent") for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
+    lost = {a for a in r.loaded if a not in served}
+    if lost:
+        log.warning("vLLM replica %s no longer serves adapter(s) %s: it restarted or they were unloaded",
+                    r.url, ", ".join(sorted(lost)))
+        r.loaded -= lost
+    r.loaded |= {name for name, parent in served.items() if parent}
+    r.served = served
 
-    def read_models(self, body: bytes) -> None:
-        data = orjson.loads(body).get("data") or []
-        served = {m["id"]: m.get("parent") for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
-        lost = {a for a in self.loaded if a not in served}
-        if lost:
-            log.warning("vLLM replica %s no longer serves adapter(s) %s: it restarted or they were unloaded",
-                        self.url, ", ".join(sorted(lost)))
-            self.loaded -= lost
-        self.loaded |= {name for name, parent in served.items() if parent}
-        self.served = served
 
-    def restarted(self, why: str) -> None:
-        log.warning("vLLM replica %s restarted (%s): its adapters will be loaded again", self.url, why)
-        self.loaded.clear()
-        self.rate, self._finished = None, None
+def restarted(r: Replica, why: str) -> None:
+    log.warning("vLLM replica %s restarted (%s): its adapters will be loaded again", r.url, why)
+    r.loaded.clear()
+    r.rate, r.finished = None, None
 
 
 class _NotServed(AdapterLoadFailed):
     """The replica answered 404 for an adapter: it lost it (restart, unload)."""
 
 
-class VllmBackend(OpenAIBackend):
+class VllmBackend:
+    """One or more vLLM servers (replicas) serving the same models, LoRA adapters among them. It speaks to
+    them through the same `Transport` as `OpenAIBackend`, and keeps each replica's adapters and load."""
+
     def __init__(self, name: str, spec: schema.VllmBackend, hooks: VllmHooks | None = None) -> None:
-        super().__init__(name, spec)
-        self.states = [ReplicaState(i, url) for i, url in enumerate(spec.urls)]
+        self.name = name
+        self.transport = Transport(name, spec, not_found=self._not_served)
+        self.replicas = tuple(Replica(name, i, url) for i, url in enumerate(spec.urls))
+        self.stream_usage = spec.stream_usage
         self.hooks = hooks or VllmHooks()
         self._poll_s = spec.poll_interval_s
         self._max_loras = spec.max_loras
@@ -158,89 +143,78 @@ class VllmBackend(OpenAIBackend):
         self._wanted: dict[str, str] = {}
         """Adapters the config routes to: name -> where vLLM loads it from."""
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
-        self._poller: asyncio.Task[None] | None = None
+        self._background = Background(f"backend '{name}'")
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
-    def route(self, table: RoutingTable) -> None:
+    def configure(self, table: RoutingTable) -> None:
         """Take the adapters that `table` routes to on this backend (at start and after each reload)."""
         self._wanted = {m.upstream_name: m.adapter_path for m in table.models.values()
                         if m.backend == self.name and m.adapter_path is not None}
 
     async def start(self, *, poll: bool = True) -> None:
         """Open the pool and, unless `poll` is False (one-off commands), start polling the replicas."""
-        await super().start()
+        await self.transport.start()
         if poll:
-            self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+            self._background.start(self._poll_loop(), "poll")
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-        await super().close()
+        await self._background.stop()
+        await self.transport.close()
 
     # -- the request path -------------------------------------------------------------------------------
 
     def prefer(self, model: ModelRoute) -> list[int] | None:
         """Replica indexes, best first, for a request to `model`; None when there is only one."""
-        if self.replicas == 1:
+        if len(self.replicas) == 1:
             return None
         adapter = model.upstream_name if model.adapter_path is not None else None
-        ranked = sorted(self.states, key=lambda r: (self._affinity(r, adapter), r.load))
+        ranked = sorted(self.replicas, key=lambda r: (self._affinity(r, adapter), r.load))
         return [r.index for r in ranked]
 
-    def _affinity(self, r: ReplicaState, adapter: str | None) -> int:
+    def _affinity(self, r: Replica, adapter: str | None) -> int:
         if adapter is None or adapter in r.loaded:
             return 0
         return 1 if self._room(r) else 2
 
-    def _room(self, r: ReplicaState) -> bool:
+    def _room(self, r: Replica) -> bool:
         return self._max_loras is None or len(r.loaded) < self._max_loras
 
-    def _place(self, attempt: Attempt) -> tuple[Attempt, ReplicaState]:
+    def _place(self, attempt: Attempt) -> tuple[Attempt, Replica]:
         if attempt.replica is None:
             order = self.prefer(attempt.model)
             attempt = dataclasses.replace(attempt, replica=order[0] if order else 0)
         assert attempt.replica is not None
-        return attempt, self.states[attempt.replica % self.replicas]
+        # A request that started before a reload may carry an index from the previous replica list.
+        return attempt, self.replicas[attempt.replica % len(self.replicas)]
 
     async def call(self, attempt: Attempt) -> Reply:
         attempt, r = self._place(attempt)
-        r.in_flight += 1
+        await self._ensure(r, attempt)
         try:
-            await self._ensure(r, attempt)
-            try:
-                return await super().call(attempt)
-            except _NotServed:
-                await self._reload(r, attempt)
-                return await super().call(attempt)
-        finally:
-            r.in_flight -= 1
+            return await self.transport.call(r.url + attempt.op.value, attempt)
+        except _NotServed:
+            await self._reload(r, attempt)
+            return await self.transport.call(r.url + attempt.op.value, attempt)
 
     async def stream(self, attempt: Attempt) -> ReplyStream:
         attempt, r = self._place(attempt)
-        r.in_flight += 1
+        await self._ensure(r, attempt)
         try:
-            await self._ensure(r, attempt)
-            try:
-                inner = await super().stream(attempt)
-            except _NotServed:
-                await self._reload(r, attempt)
-                inner = await super().stream(attempt)
-        except BaseException:
-            r.in_flight -= 1
-            raise
-        return _Counted(inner, r)
+            return await self.transport.stream(r.url + attempt.op.value, attempt)
+        except _NotServed:
+            await self._reload(r, attempt)
+            return await self.transport.stream(r.url + attempt.op.value, attempt)
 
-    def _classify(self, attempt: Attempt, status: int, body: bytes, headers: Any) -> UpstreamError:
+    def _not_served(self, attempt: Attempt) -> UpstreamError | None:
+        """A 404 for an adapter: the replica lost it (a restart, an unload); it is loaded again."""
         model = attempt.model
-        if status == 404 and model.adapter_path is not None:
-            return _NotServed(f"vLLM replica {attempt.replica} answered 404 for adapter '{model.upstream_name}'",
-                              model=model.name, backend=self.name)
-        return super()._classify(attempt, status, body, headers)
+        if model.adapter_path is None:
+            return None
+        return _NotServed(f"vLLM replica {attempt.replica} answered 404 for adapter '{model.upstream_name}'",
+                          model=model.name, backend=self.name)
 
-    async def _ensure(self, r: ReplicaState, attempt: Attempt) -> None:
+    async def _ensure(self, r: Replica, attempt: Attempt) -> None:
         """Load the attempt's adapter on its replica, unless it is there already."""
         model = attempt.model
         if model.adapter_path is None or model.upstream_name in r.loaded:
@@ -255,7 +229,7 @@ class VllmBackend(OpenAIBackend):
             raise AdapterLoadFailed(f"loading adapter '{model.upstream_name}' on vLLM replica {r.url} took too long",
                                     model=model.name, backend=self.name) from None
 
-    async def _reload(self, r: ReplicaState, attempt: Attempt) -> None:
+    async def _reload(self, r: Replica, attempt: Attempt) -> None:
         r.loaded.discard(attempt.model.upstream_name)
         await self._ensure(r, attempt)
 
@@ -263,7 +237,7 @@ class VllmBackend(OpenAIBackend):
 
     async def load_adapter(self, replica: int, name: str, path: str, *, model: str = "") -> None:
         """Load adapter `name` from `path` on one replica (once, whoever else asks meanwhile)."""
-        r = self.states[replica]
+        r = self.replicas[replica]
         lock = self._locks.setdefault((replica, name), asyncio.Lock())
         async with lock:
             if name in r.loaded:
@@ -282,7 +256,7 @@ class VllmBackend(OpenAIBackend):
 
     async def unload_adapter(self, replica: int, name: str) -> bool:
         """Unload adapter `name` from one replica; False when it was not loaded there."""
-        r = self.states[replica]
+        r = self.replicas[replica]
         async with self._locks.setdefault((replica, name), asyncio.Lock()):
             status, detail = await self._post(r, "unload_lora_adapter", {"lora_name": name})
             r.loaded.discard(name)
@@ -293,31 +267,34 @@ class VllmBackend(OpenAIBackend):
                                         backend=self.name)
             return True
 
-    async def _post(self, r: ReplicaState, path: str, payload: dict[str, str]) -> tuple[int, str]:
-        assert self._session is not None, "backend used before start()"
+    async def _post(self, r: Replica, path: str, payload: dict[str, str]) -> tuple[int, str]:
         try:
-            async with self._session.post(f"{r.url}/{path}", data=orjson.dumps(payload), headers=self._headers,
-                                          allow_redirects=False) as resp:
-                body = await read_upto(resp, MAX_ERROR_BYTES)
+            status, body = await self.transport.post_json(f"{r.url}/{path}", payload)
         except (aiohttp.ClientError, OSError) as exc:
             raise AdapterLoadFailed(f"vLLM replica {r.url} did not answer {path}: {exc}", backend=self.name) from None
-        return resp.status, _message(body)
+        return status, _message(body)
 
     # -- polling ----------------------------------------------------------------------------------------
 
-    async def refresh(self, replica: int, timeout_s: float = 5.0) -> ReplicaState:
-        """Read one replica's /v1/models and /metrics now; its state, updated (as far as it answered)."""
-        r = self.states[replica]
+    async def probe(self, replica: int, path: str, timeout_s: float) -> bytes:
+        return await self.transport.get(urljoin(self.replicas[replica].url + "/", path), timeout_s)
+
+    async def queue_length(self, replica: int, timeout_s: float) -> float | None:
+        return (await self.refresh(replica, timeout_s)).waiting
+
+    async def refresh(self, replica: int, timeout_s: float = 5.0) -> Replica:
+        """Read one replica's /v1/models and /metrics now; the replica, updated (as far as it answered)."""
+        r = self.replicas[replica]
         try:
-            r.read_models(await self.probe(replica, "models", timeout_s))
+            read_models(r, await self.probe(replica, "models", timeout_s))
             r.reachable = True
         except (UpstreamError, orjson.JSONDecodeError, AttributeError) as exc:
             r.reachable = False
             log.debug("backend '%s': %s/models: %s", self.name, r.url, exc)
             return r
         try:
-            r.read_metrics((await self.probe(replica, "/metrics", timeout_s)).decode("utf-8", "replace"),
-                           time.monotonic())
+            read_metrics(r, (await self.probe(replica, "/metrics", timeout_s)).decode("utf-8", "replace"),
+                         time.monotonic())
         except (UpstreamError, ValueError) as exc:
             log.debug("backend '%s': %s metrics: %s", self.name, r.url, exc)
         return r
@@ -325,13 +302,13 @@ class VllmBackend(OpenAIBackend):
     async def _poll_loop(self) -> None:
         while True:
             try:
-                await asyncio.gather(*(self._poll(r) for r in self.states))
+                await asyncio.gather(*(self._poll(r) for r in self.replicas))
                 self.hooks.queue_wait(self.name, self.queue_wait_s())
             except Exception:  # a bug must not end the polling
                 log.exception("backend '%s': polling vLLM failed", self.name)
             await asyncio.sleep(self._poll_s)
 
-    async def _poll(self, r: ReplicaState) -> None:
+    async def _poll(self, r: Replica) -> None:
         await self.refresh(r.index, timeout_s=max(1.0, min(5.0, self._poll_s)))
         if not r.reachable:
             return
@@ -344,37 +321,15 @@ class VllmBackend(OpenAIBackend):
 
     def queue_wait_s(self) -> float:
         """The expected queueing delay on the least-loaded reachable replica (0 when none is known)."""
-        waits = [r.queue_wait_s for r in self.states if r.reachable]
+        waits = [r.queue_wait_s for r in self.replicas if r.reachable]
         return min(waits, default=0.0)
-
-    def waiting(self, replica: int) -> float:
-        return self.states[replica].waiting
 
     def describe(self) -> list[dict[str, Any]]:
         """What the gateway knows of each replica, for /admin and the CLI."""
         return [{"replica": r.index, "url": r.url, "reachable": r.reachable, "served": r.served,
                  "adapters": sorted(r.loaded), "waiting": r.waiting, "running": r.running,
                  "kv_cache_usage": r.kv_cache, "finished_per_s": r.rate, "queue_wait_s": r.queue_wait_s,
-                 "in_flight": r.in_flight} for r in self.states]
-
-
-class _Counted:
-    """A stream that counts as in flight on its replica until closed; iterating costs nothing extra."""
-
-    __slots__ = ("_inner", "_replica")
-
-    def __init__(self, inner: ReplyStream, replica: ReplicaState) -> None:
-        self._inner: ReplyStream = inner
-        self._replica: ReplicaState | None = replica
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._inner.__aiter__()
-
-    async def aclose(self) -> None:
-        if self._replica is not None:
-            self._replica.in_flight -= 1
-            self._replica = None
-        await self._inner.aclose()
+                 "in_flight": r.in_flight} for r in self.replicas]
 
 
 def _message(body: bytes) -> str:

@@ -1,16 +1,15 @@
 """Sampling on the request path, a bounded queue, and the task that writes captures off it.
 
-    proxy: rec.capture = capture.sample(route, req, table)   when the policy has `capture` (else nothing runs)
-           rec.capture.answered(parsed JSON reply, bytes)     or, for a stream, rec.capture.feed(bytes) per chunk
-    app:   capture.offer(rec)                                 when the request ends: put_nowait, or drop and count
-                                                              (the queue is bounded in records and in bytes)
-    task:  redact, encode and write each batch in a worker thread; count what was written and dropped
+    route stage:  sample = capture.sample(route, req, table)  when the policy has `capture` (else nothing runs);
+                                                              a sampled request's record keeps its answer
+    observer:     capture.offer(sample, rec)                  when the request ends: put_nowait, or drop and
+                                                              count (the queue is bounded in records and bytes)
+    task:         redact, encode and write each batch in a worker thread; count what was written and dropped
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -24,8 +23,9 @@ from gateway.capture.answer import from_reply, from_stream
 from gateway.capture.sink import FEEDBACK, Sink, task_set
 from gateway.config.redact import Redactor
 from gateway.errors import StorageUnavailable
-from gateway.record import Outcome, RequestRecord
+from gateway.record import MAX_KEPT_BYTES, Outcome, RequestRecord
 from gateway.routing.request import RoutedRequest
+from gateway.tasks import Background
 
 if TYPE_CHECKING:
     from gateway.config.table import PolicyRoute, RoutingTable
@@ -33,43 +33,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nanoroute")
 
-MAX_STREAM_BYTES = 4 << 20
-"""A sampled stream keeps at most this many relayed bytes; a longer one is dropped (`too_large`)."""
 BATCH = 256
 ERROR_LOG_INTERVAL_S = 60.0
 DROP_REASONS = ("queue_full", "too_large", "write_error", "invalid", "shutdown")
 
 
 class Sample:
-    """One sampled request, from the decision to the end of its answer. Holds references, copies nothing."""
+    """One sampled request: where it is filed and what it asked. Holds references, copies nothing; the
+    answer is on the request's record, which the relay keeps for it."""
 
-    __slots__ = ("at", "body", "chunks", "file_set", "redactor", "reply", "request_bytes", "size")
+    __slots__ = ("at", "body", "file_set", "redactor", "request_bytes")
 
     def __init__(self, file_set: str, redactor: Redactor, body: dict[str, Any], request_bytes: int = 0) -> None:
         self.file_set = file_set
         self.redactor = redactor
         self.body = body
         self.request_bytes = request_bytes
-        self.reply: dict[str, Any] | None = None
-        self.chunks: list[bytes] = []
-        self.size = 0
-        """The answer's bytes: a JSON answer's, or a stream's so far."""
         self.at = time.time()
 
-    def answered(self, parsed: dict[str, Any], size: int) -> None:
-        """A JSON answer, parsed, and its size in bytes."""
-        self.reply, self.size = parsed, size
-
-    def feed(self, data: bytes) -> None:
-        """A stream's bytes as relayed to the client (complete events)."""
-        self.size += len(data)
-        if self.size <= MAX_STREAM_BYTES:
-            self.chunks.append(data)
-
-    @property
-    def weight(self) -> int:
+    def weight(self, rec: RequestRecord) -> int:
         """What it holds in memory while it waits to be written: about the request's and the answer's bytes."""
-        return self.request_bytes + min(self.size, MAX_STREAM_BYTES)
+        return self.request_bytes + min(rec.kept_bytes, MAX_KEPT_BYTES)
 
 
 class Capture:
@@ -81,7 +65,8 @@ class Capture:
         """What the samples in the queue, and the batch being written, hold."""
         self._written = metrics.capture_written
         self._dropped = {reason: metrics.capture_dropped.labels(reason) for reason in DROP_REASONS}
-        self._task: asyncio.Task[None] | None = None
+        self._writer = Background("capture")
+        self._started = False
         self._busy = False
         self._failed_since_log = 0
         self._last_log = -ERROR_LOG_INTERVAL_S
@@ -99,15 +84,14 @@ class Capture:
             return None
         return Sample(cap.file_set(req.task), table.redactor, req.body, len(req.raw))
 
-    def offer(self, rec: RequestRecord) -> None:
+    def offer(self, sample: Sample, rec: RequestRecord) -> None:
         """Queue a finished sampled request; never waits. Only answered requests are worth keeping."""
-        sample = rec.capture
-        if sample is None or rec.outcome != Outcome.SUCCESS or rec.model is None:
+        if rec.outcome != Outcome.SUCCESS or rec.model is None:
             return
-        if sample.size > MAX_STREAM_BYTES:
+        if rec.kept_bytes > MAX_KEPT_BYTES:
             self._dropped["too_large"].inc()
             return
-        weight = sample.weight
+        weight = sample.weight(rec)
         if self._queued_bytes + weight > self._max_bytes:
             self._dropped["queue_full"].inc()
             return
@@ -132,20 +116,19 @@ class Capture:
     # --- the writer -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._writer.start(self._run(), "writer")
+        self._started = True
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Write what is queued (for up to `grace_s`), then stop; what is left is dropped and counted."""
-        if self._task is None:
+        if not self._started:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         while (self._busy or not self._queue.empty()) and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        await self._writer.stop()
+        self._started = False
         if self._queue.qsize():
             self._dropped["shutdown"].inc(self._queue.qsize())
         await asyncio.to_thread(self.sink.close)
@@ -164,7 +147,7 @@ class Capture:
             except Exception:  # a bug: keep capturing what comes next
                 log.exception("capture: writing a batch failed")
             finally:
-                self._queued_bytes -= sum(sample.weight for sample, _ in batch)
+                self._queued_bytes -= sum(sample.weight(rec) for sample, rec in batch)
                 self._busy = False
 
     def _write(self, batch: list[tuple[Sample, RequestRecord]]) -> None:
@@ -199,7 +182,7 @@ class Capture:
 
 def encode(sample: Sample, rec: RequestRecord) -> bytes:
     """One capture as a JSON line, its request and answer redacted. The format is in docs/configuration.md."""
-    answer, finish = from_reply(sample.reply) if sample.reply is not None else from_stream(b"".join(sample.chunks))
+    answer, finish = from_reply(rec.reply) if rec.reply is not None else from_stream(b"".join(rec.events or ()))
     assert rec.model is not None
     red = sample.redactor
     record = {

@@ -397,14 +397,15 @@ class Pinning(Strict):
     """Key names or ids; `*` allows every key (and, with no keys configured, every client)."""
 
 
-BUILTIN_REDACTIONS = ("email", "phone", "key")
+Builtin = Literal["email", "phone", "key"]
+BUILTIN_REDACTIONS: tuple[Builtin, ...] = ("email", "phone", "key")
 
 
 class Redact(Strict):
     """What is replaced in captured requests and answers before anything is written."""
 
-    builtin: list[Literal["email", "phone", "key"]] = list(BUILTIN_REDACTIONS)
-    """The built-in patterns: e-mail addresses, phone numbers, API keys and bearer tokens."""
+    builtin: list[Builtin] = list(BUILTIN_REDACTIONS)
+    """The built-in patterns: e-mail addresses, phone numbers, secrets (keys, tokens, passwords)."""
     patterns: dict[Name, str] = {}
     """More patterns, by name: regular expressions whose matches become `[REDACTED:name]`."""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from gateway.config.loader import fingerprint, load_text
 from gateway.config.table import RoutingTable
 from gateway.errors import ConfigError
+from gateway.tasks import Background
 
 log = logging.getLogger("nanoroute")
 
@@ -47,17 +48,18 @@ class Reloader:
         self._inputs = current.inputs
         self._stat = self._stat_now()
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background("config")
 
     def start(self) -> None:
         if self.interval_s > 0:
-            self._task = asyncio.get_running_loop().create_task(self._watch())
+            self._background.start(self._watch(), "watch")
+
+    def reload_soon(self, trigger: str) -> None:
+        """Reload in the background (SIGHUP); a failure is logged and kept like any other."""
+        self._background.start(self._quiet_reload(trigger), f"reload ({trigger})")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()
 
     async def reload(self, trigger: str) -> RoutingTable | None:
         """Load the file now; the new table when it was applied, None when unchanged. Raises ConfigError."""
@@ -96,8 +98,9 @@ class Reloader:
 
     def _stat_now(self) -> tuple[tuple[float, int, int] | None, ...]:
         """The config file's and its manifests' mtime, size and inode (None for one that is missing)."""
-        out = []
-        for path in (self.path, *self._inputs):
+        out: list[tuple[float, int, int] | None] = []
+        paths: tuple[str | Path, ...] = (self.path, *self._inputs)
+        for path in paths:
             try:
                 st = os.stat(path)
             except OSError:
@@ -109,7 +112,9 @@ class Reloader:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            if self._stat_now() == self._stat:
-                continue
-            with contextlib.suppress(ConfigError):
-                await self.reload("file changed")
+            if self._stat_now() != self._stat:
+                await self._quiet_reload("file changed")
+
+    async def _quiet_reload(self, trigger: str) -> None:
+        with contextlib.suppress(ConfigError):  # logged, counted and kept for /admin/config by reload()
+            await self.reload(trigger)

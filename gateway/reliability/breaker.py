@@ -21,12 +21,17 @@ failure. Times are `time.monotonic()` seconds, passed in, so tests drive the clo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from gateway.config import schema
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 BUCKETS = 10
+
+clock = time.monotonic
+"""The one clock of breakers, health checks and the attempt chain's verdicts (deadlines run on the event
+loop's clock, which asyncio's timers use)."""
 
 
 class Breaker:

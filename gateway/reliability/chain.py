@@ -26,12 +26,12 @@ failure before it falls back invisibly; after it, the caller relays and no other
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from gateway.backends.base import Attempt, Backend, Reply, ReplyStream
+from gateway.backends.replica import Replica
 from gateway.config.table import DEFAULT_CHAIN, ModelRoute
 from gateway.errors import (
     AllAttemptsFailed,
@@ -45,8 +45,8 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.reliability import limits
+from gateway.reliability.breaker import clock
 from gateway.reliability.health import Health, ModelHealth, Slot
-from gateway.reliability.inflight import InFlight
 from gateway.routing import tokens
 from gateway.routing.decide import Decision
 from gateway.routing.request import RoutedRequest
@@ -57,8 +57,6 @@ PRECHECK_SLACK = 0.9
 """The context pre-check skips a model only when 90% of the prompt estimate plus max_tokens is over its
 window: the estimate is not the model's own tokenizer, and a wrong skip costs more than a wasted call."""
 
-# Breakers run on time.monotonic(); deadlines on the event loop's clock (what asyncio's timers use).
-clock = time.monotonic
 
 
 @dataclass(slots=True)
@@ -71,18 +69,18 @@ class Answered(Generic[T]):
 Accept = Callable[[ModelRoute, T], Awaitable[UpstreamError | None]]
 
 
-async def call(decision: Decision, req: RoutedRequest, backends: Mapping[str, Backend], inflight: InFlight,
-               health: Health, *, accept: Accept[Reply] | None = None) -> Answered[Reply]:
+async def call(decision: Decision, req: RoutedRequest, backends: Mapping[str, Backend], health: Health, *,
+               accept: Accept[Reply] | None = None) -> Answered[Reply]:
     # Annotated rather than called as _Run[Reply](...): a subscripted class's call costs 1.5 us per request.
-    run: _Run[Reply] = _Run(decision, req, backends, inflight, health)
+    run: _Run[Reply] = _Run(decision, req, backends, health)
     return await run.run(_send, accept)
 
 
-async def open_stream(decision: Decision, req: RoutedRequest, backends: Mapping[str, Backend], inflight: InFlight,
-                      health: Health, *, accept: Accept[ReplyStream] | None = None) -> Answered[ReplyStream]:
+async def open_stream(decision: Decision, req: RoutedRequest, backends: Mapping[str, Backend], health: Health, *,
+                      accept: Accept[ReplyStream] | None = None) -> Answered[ReplyStream]:
     """The first model that sends content opens the stream; it counts as in flight until `aclose()`.
     An `accept` hook that turns a stream down must `aclose()` it."""
-    run: _Run[ReplyStream] = _Run(decision, req, backends, inflight, health)
+    run: _Run[ReplyStream] = _Run(decision, req, backends, health)
     return await run.run(_open, accept)
 
 
@@ -90,11 +88,18 @@ class _Free:
     """The slot of a model the health state does not know (a request that outlived a reload)."""
 
     index = None
+    _nowhere = Replica("", -1, "")
+
+    def enter(self) -> Replica:
+        return self._nowhere  # the backend picks the replica; not counted
+
+    def leave(self, replica: Replica) -> None:
+        pass
 
     def succeeded(self, now: float) -> None:
         pass
 
-    def failed(self, err: UpstreamError, now: float, probes: int) -> None:
+    def failed(self, err: UpstreamError, now: float, probes: int, op: object = None) -> None:
         pass
 
     def release(self, probes: int) -> None:
@@ -113,11 +118,11 @@ class _Run(Generic[T]):
     """One request's way down the chain."""
 
     __slots__ = ("_needed", "_open", "_too_small", "backends", "deadline", "decision", "failures", "health",
-                 "inflight", "loop", "req", "settings", "stopped")
+                 "loop", "req", "settings", "stopped")
 
-    def __init__(self, decision: Decision, req: RoutedRequest, backends: Mapping[str, Backend], inflight: InFlight,
+    def __init__(self, decision: Decision, req: RoutedRequest, backends: Mapping[str, Backend],
                  health: Health) -> None:
-        self.decision, self.req, self.backends, self.inflight, self.health = decision, req, backends, inflight, health
+        self.decision, self.req, self.backends, self.health = decision, req, backends, health
         self.loop = asyncio.get_running_loop()
         self.settings = decision.route.reliability if decision.route is not None else DEFAULT_CHAIN
         self.deadline = limits.deadline(req, self.settings, self.loop.time())
@@ -201,7 +206,7 @@ class _Run(Generic[T]):
                                        "(reliability.deadline_ms)", phase="deadline", model=name, backend=backend))
             return None
         cap = model.max_in_flight
-        if cap is not None and self.inflight[name] >= cap:
+        if cap is not None and health is not None and health.in_flight >= cap:
             self._fail(Overloaded(f"{cap} requests in flight already (max_in_flight)", retry_after=1.0, model=name,
                                   backend=backend))
             return None
@@ -269,8 +274,7 @@ def _max_output(body: dict[str, Any]) -> int:
 
 
 async def _send(run: _Run[Reply], backend: Backend, attempt: Attempt, slot: AnySlot, probes: int) -> Reply:
-    name = attempt.model.name
-    run.inflight.enter(name)
+    replica = slot.enter()
     try:
         reply = await backend.call(attempt)
     except UpstreamError as exc:
@@ -280,37 +284,36 @@ async def _send(run: _Run[Reply], backend: Backend, attempt: Attempt, slot: AnyS
         slot.release(probes)
         raise
     finally:
-        run.inflight.leave(name)
+        slot.leave(replica)
     slot.succeeded(clock())
     return reply
 
 
 async def _open(run: _Run[ReplyStream], backend: Backend, attempt: Attempt, slot: AnySlot,
                 probes: int) -> ReplyStream:
-    name = attempt.model.name
-    run.inflight.enter(name)
+    replica = slot.enter()
     try:
         stream = await backend.stream(attempt)
     except BaseException as exc:
-        run.inflight.leave(name)
+        slot.leave(replica)
         if isinstance(exc, UpstreamError):
             slot.failed(exc, clock(), probes, attempt.op)
         else:
             slot.release(probes)
         raise
     slot.succeeded(clock())  # content arrived: the model works (a later failure still counts against it)
-    return _Tracked(stream, run.inflight, name, slot)
+    return _Tracked(stream, slot, replica)
 
 
 class _Tracked:
-    """A stream that reports a mid-stream failure to its slot and leaves the in-flight count when closed."""
+    """An open stream, in flight on its model and replica until closed, that reports a failure in the
+    middle of it to its slot. The one wrapper between a backend's stream and the relay."""
 
-    __slots__ = ("_inflight", "_it", "_model", "_open", "_slot", "_stream")
+    __slots__ = ("_it", "_replica", "_slot", "_stream")
 
-    def __init__(self, stream: ReplyStream, inflight: InFlight, model: str, slot: AnySlot) -> None:
-        self._stream, self._inflight, self._model, self._slot = stream, inflight, model, slot
+    def __init__(self, stream: ReplyStream, slot: AnySlot, replica: Replica) -> None:
+        self._stream, self._slot, self._replica = stream, slot, replica
         self._it = stream.__aiter__()
-        self._open = True
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -323,7 +326,7 @@ class _Tracked:
             raise
 
     async def aclose(self) -> None:
-        if self._open:
-            self._open = False
-            self._inflight.leave(self._model)
+        slot, self._slot = self._slot, _FREE
+        if slot is not _FREE:
+            slot.leave(self._replica)
         await self._stream.aclose()

@@ -1,7 +1,8 @@
 """Which model replicas may take a request now: circuit breakers, passive outlier detection, active checks.
 
-State is per app instance (`Gateway.health`), built from the routing table and kept across reloads for
-what did not change. For each backend replica (one base URL):
+State is per app instance (`Gateway.health`), built from the routing table and the backends' replicas
+(`backends.replica.Replica`, the one model of a replica), and kept across reloads for what did not
+change. Beside each replica (one base URL), a `ReplicaHealth` keeps:
 
 - a **replica breaker** that counts only connection failures (refused, reset, connect timeout): passive
   outlier detection, which takes a dead server out for all its models after a few failures in all;
@@ -18,33 +19,36 @@ real outage fails the check too and opens the breaker. `ModelHealth.pick()` take
 returns the first whose replica is in and whose two breakers let a request through; None when every
 one is out, which the chain reports as `CircuitOpen`. `nanoroute_circuit_open{model}` is 1 while no
 slot of the model is fully closed; `nanoroute_replica_up{backend,replica}` is 0 while a replica is out.
+
+A slot also counts the requests in flight (`enter`/`leave`): on its model, for `max_in_flight` and
+`nanoroute_in_flight_requests{model}`, and on its replica, which the vLLM backend ranks replicas by.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import time
 from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 import orjson
 from prometheus_client import Counter, Gauge
 
 from gateway.backends.base import Attempt, Backend, Operation
-from gateway.backends.vllm import VllmBackend
+from gateway.backends.replica import Replica
 from gateway.config import schema
 from gateway.config.table import ModelRoute, RoutingTable
 from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
-from gateway.reliability.breaker import CLOSED, Breaker
+from gateway.reliability.breaker import CLOSED, Breaker, clock
+from gateway.tasks import Background
 
 log = logging.getLogger("nanoroute")
 
 CHECK_TIMEOUT_S = 30.0
 """The longest a breaker's check of a model may take (less when the backend's first-token limit is shorter)."""
-CHECK_BODIES = {
+CHECK_BODIES: dict[Operation, dict[str, Any]] = {
     Operation.CHAT: {"messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1},
     Operation.COMPLETIONS: {"prompt": "OK", "max_tokens": 1},
     Operation.EMBEDDINGS: {"input": "OK"},
@@ -62,24 +66,18 @@ def health_check(spec: schema.Backend) -> schema.HealthCheck | None:
     return check if check.path is not None else check.model_copy(update={"path": "/health" if vllm else "models"})
 
 
-def replica_urls(spec: schema.Backend) -> list[str]:
-    if isinstance(spec, schema.VllmBackend):
-        return list(spec.urls)
-    if isinstance(spec, schema.OpenAIBackend):
-        return [spec.url]
-    return [f"litellm:{spec.provider}"]
-
-
 def _host_failure(err: UpstreamError) -> bool:
     """The server itself did not take the connection: counts against the replica, for every model."""
     return isinstance(err, UpstreamConnectError) or (isinstance(err, UpstreamTimeout) and err.phase == "connect")
 
 
-class Replica:
-    __slots__ = ("backend", "breaker", "check_failures", "down", "gauge", "index", "models", "saturated", "url")
+class ReplicaHealth:
+    """What the health state holds beside one replica: its connection-failure breaker and its checks."""
 
-    def __init__(self, backend: str, index: int, url: str, cfg: schema.Breaker) -> None:
-        self.backend, self.index, self.url = backend, index, url
+    __slots__ = ("breaker", "check_failures", "down", "gauge", "models", "replica", "saturated")
+
+    def __init__(self, replica: Replica, cfg: schema.Breaker) -> None:
+        self.replica = replica
         self.breaker = Breaker(cfg, self.changed)
         self.down = False
         """Taken out by the active health check."""
@@ -93,7 +91,7 @@ class Replica:
         for model in self.models:
             model.refresh()
         if self.gauge is not None:
-            self.gauge.labels(self.backend, str(self.index)).set(0 if self.out else 1)
+            self.gauge.labels(self.replica.backend, str(self.replica.index)).set(0 if self.out else 1)
 
     @property
     def out(self) -> bool:
@@ -105,11 +103,27 @@ class Slot:
 
     __slots__ = ("breaker", "index", "model", "op", "replica")
 
-    def __init__(self, model: ModelHealth, replica: Replica, cfg: schema.Breaker) -> None:
-        self.model, self.replica, self.index = model, replica, replica.index
+    def __init__(self, model: ModelHealth, replica: ReplicaHealth, cfg: schema.Breaker) -> None:
+        self.model, self.replica, self.index = model, replica, replica.replica.index
         self.breaker = Breaker(cfg, model.refresh)
         self.op = Operation.CHAT
         """The kind of the last failed request: what a check of the model asks."""
+
+    def enter(self) -> Replica:
+        """A request to this model on this replica starts; hand what this returns to `leave` when it ends."""
+        model, replica = self.model, self.replica.replica
+        model.in_flight += 1
+        replica.in_flight += 1
+        if model.flight is not None:
+            model.flight.inc()
+        return replica
+
+    def leave(self, replica: Replica) -> None:
+        model = self.model
+        model.in_flight -= 1
+        replica.in_flight -= 1
+        if model.flight is not None:
+            model.flight.dec()
 
     def ready(self, now: float) -> bool:
         r = self.replica
@@ -156,15 +170,19 @@ class Slot:
 
 
 class ModelHealth:
-    __slots__ = ("_gauge", "_turn", "interval_s", "last_failure", "name", "open", "slots")
+    __slots__ = ("_gauge", "_turn", "flight", "in_flight", "interval_s", "last_failure", "name", "open", "slots")
 
-    def __init__(self, name: str, gauge: Gauge | None) -> None:
+    def __init__(self, name: str, gauge: Gauge | None, flight: Gauge | None = None) -> None:
         self.name = name
         self.slots: tuple[Slot, ...] = ()
         self.last_failure = float("-inf")
         self.open = False
         self.interval_s = 0.0
         """The backend's health-check interval: when a checked-out replica may be back."""
+        self.in_flight = 0
+        """Requests to it in flight now (this process), on every replica: what `max_in_flight` caps."""
+        self.flight: Any = flight.labels(name) if flight is not None else None
+        """Its `nanoroute_in_flight_requests` child."""
         self._turn = 0
         self._gauge = gauge
 
@@ -221,54 +239,47 @@ class Health:
     """Breakers and health checks for one app instance. `start(table, backends)` again after a reload."""
 
     def __init__(self, circuit_gauge: Gauge | None = None, replica_gauge: Gauge | None = None,
-                 checks: Counter | None = None) -> None:
+                 checks: Counter | None = None, in_flight_gauge: Gauge | None = None) -> None:
         self._circuit_gauge = circuit_gauge
         self._replica_gauge = replica_gauge
         self._checks = checks
+        self._flight_gauge = in_flight_gauge
         self._models: dict[str, ModelHealth] = {}
-        self._replicas: dict[tuple[str, str, schema.Breaker], Replica] = {}
+        self._replicas: dict[tuple[str, str, schema.Breaker], ReplicaHealth] = {}
         self._slots: dict[tuple[str, str, str, schema.Breaker], Slot] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._checking: set[asyncio.Task[None]] = set()
+        self._loops = Background("health checks")
+        self._checking = Background("breaker checks")
+        """Checks of models before their breakers open: they outlive a reload (each ends within its timeout)."""
 
     def model(self, name: str) -> ModelHealth | None:
         return self._models.get(name)
 
-    def replicas(self, backend: str) -> list[Replica]:
-        return sorted((r for r in self._replicas.values() if r.backend == backend), key=lambda r: r.index)
+    def replicas(self, backend: str) -> list[ReplicaHealth]:
+        return sorted((r for r in self._replicas.values() if r.replica.backend == backend),
+                      key=lambda r: r.replica.index)
 
     async def start(self, table: RoutingTable, backends: Mapping[str, Backend]) -> None:
-        """Build the state for `table` (keeping what did not change) and start the health checks."""
-        await self.stop()
-        self._configure(table)
-        loop = asyncio.get_running_loop()
+        """Build the state for `table` and its backends (keeping what did not change) and start the checks."""
+        await self._loops.stop()
+        self._configure(table, backends)
         for name, spec in table.config.backends.items():
             check = health_check(spec)
-            if check is not None and name in backends:
-                task = loop.create_task(self._check_loop(backends[name], self.replicas(name), check))
-                self._tasks.append(task)
+            if check is not None:
+                self._loops.start(self._check_loop(backends[name], self.replicas(name), check), name)
         for model in table.models.values():
             spec = table.config.backends[model.backend]
-            backend = backends.get(model.backend)
+            backend = backends[model.backend]
             for slot in self._models[model.name].slots:
-                confirm = spec.breaker.confirm and backend is not None
-                slot.breaker.confirm = partial(self._confirm, slot, model, backend, spec) if confirm else None
+                slot.breaker.confirm = partial(self._confirm, slot, model, backend, spec) if spec.breaker.confirm \
+                    else None
 
-    async def stop(self, *, checks: bool = False) -> None:
-        """Stop the health checks (`checks`: and the breakers' checks of models under way: at shutdown)."""
-        tasks, self._tasks = self._tasks, []
-        if checks:
-            tasks += self._checking
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def stop(self) -> None:
+        """Stop the health checks and the breakers' checks of models under way (at shutdown)."""
+        await self._loops.stop()
+        await self._checking.stop()
 
     def _confirm(self, slot: Slot, model: ModelRoute, backend: Backend, spec: schema.Backend) -> None:
-        task = asyncio.get_running_loop().create_task(self._check_model(slot, model, backend, spec))
-        self._checking.add(task)
-        task.add_done_callback(self._checking.discard)
+        self._checking.start(self._check_model(slot, model, backend, spec), f"check of {model.name}")
 
     async def _check_model(self, slot: Slot, model: ModelRoute, backend: Backend, spec: schema.Backend) -> None:
         """Whether the model fails a small request of its own on the slot's replica; tells the breaker."""
@@ -295,76 +306,68 @@ class Health:
             log.info("model '%s' on replica %d answers a check request: the failures were the requests' own, "
                      "its breaker stays closed", model.name, slot.index)
 
-    def _configure(self, table: RoutingTable) -> None:
-        replicas: dict[tuple[str, str, schema.Breaker], Replica] = {}
-        by_backend: dict[str, list[Replica]] = {}
+    def _configure(self, table: RoutingTable, backends: Mapping[str, Backend]) -> None:
+        replicas: dict[tuple[str, str, schema.Breaker], ReplicaHealth] = {}
+        by_backend: dict[str, list[ReplicaHealth]] = {}
         for name, spec in table.config.backends.items():
-            for i, url in enumerate(replica_urls(spec)):
-                key = (name, url, spec.breaker)
-                replica = self._replicas.get(key) or Replica(name, i, url, spec.breaker)
-                replica.index, replica.models, replica.gauge = i, [], self._replica_gauge
-                replicas[key] = replica
-                by_backend.setdefault(name, []).append(replica)
+            for replica in backends[name].replicas:
+                key = (name, replica.url, spec.breaker)
+                health = self._replicas.get(key) or ReplicaHealth(replica, spec.breaker)
+                # A backend built anew by a reload has replicas of its own: its verdicts carry over to them.
+                health.replica, health.models, health.gauge = replica, [], self._replica_gauge
+                replicas[key] = health
+                by_backend.setdefault(name, []).append(health)
         slots: dict[tuple[str, str, str, schema.Breaker], Slot] = {}
         models: dict[str, ModelHealth] = {}
         for model in table.models.values():
             spec = table.config.backends[model.backend]
-            health = self._models.get(model.name) or ModelHealth(model.name, self._circuit_gauge)
+            mh = self._models.get(model.name) or ModelHealth(model.name, self._circuit_gauge, self._flight_gauge)
             check = health_check(spec)
-            health.interval_s = check.interval_s if check is not None else 0.0
+            mh.interval_s = check.interval_s if check is not None else 0.0
             own: list[Slot] = []
-            for replica in by_backend[model.backend]:
-                slot_key = (model.name, model.backend, replica.url, spec.breaker)
+            for health in by_backend[model.backend]:
+                slot_key = (model.name, model.backend, health.replica.url, spec.breaker)
                 slot = self._slots.get(slot_key)
-                if slot is None or slot.model is not health:
-                    slot = Slot(health, replica, spec.breaker)
-                slot.index = replica.index
-                replica.models.append(health)
+                if slot is None or slot.model is not mh:
+                    slot = Slot(mh, health, spec.breaker)
+                slot.replica, slot.index = health, health.replica.index
+                health.models.append(mh)
                 slots[slot_key] = slot
                 own.append(slot)
-            health.slots = tuple(own)
-            health._turn %= len(own)
-            health.refresh()
-            models[model.name] = health
-        for replica in replicas.values():
-            replica.changed()
+            mh.slots = tuple(own)
+            mh._turn %= len(own)
+            mh.refresh()
+            models[model.name] = mh
+        for health in replicas.values():
+            health.changed()
         self._replicas, self._slots, self._models = replicas, slots, models
 
-    async def _check_loop(self, backend: Backend, replicas: list[Replica], check: schema.HealthCheck) -> None:
+    async def _check_loop(self, backend: Backend, replicas: list[ReplicaHealth], check: schema.HealthCheck) -> None:
         assert check.path is not None
         while True:
             await asyncio.gather(*(self._check(backend, r, check) for r in replicas))
             await asyncio.sleep(check.interval_s)
 
-    async def _check(self, backend: Backend, replica: Replica, check: schema.HealthCheck) -> None:
+    async def _check(self, backend: Backend, health: ReplicaHealth, check: schema.HealthCheck) -> None:
         assert check.path is not None
+        r = health.replica
         try:
-            await backend.probe(replica.index, check.path, check.timeout_s)
+            await backend.probe(r.index, check.path, check.timeout_s)
         except UpstreamError as exc:
-            replica.check_failures += 1
-            if replica.check_failures >= check.failures and not replica.down:
-                log.warning("backend '%s' replica %d (%s) is out: %s", replica.backend, replica.index, replica.url,
-                            exc.message)
-                replica.down = True
-                replica.changed()
+            health.check_failures += 1
+            if health.check_failures >= check.failures and not health.down:
+                log.warning("backend '%s' replica %d (%s) is out: %s", r.backend, r.index, r.url, exc.message)
+                health.down = True
+                health.changed()
             return
         except Exception:  # a bug must not end the checks
-            log.exception("health check of backend '%s' replica %d failed", replica.backend, replica.index)
+            log.exception("health check of backend '%s' replica %d failed", r.backend, r.index)
             return
-        replica.check_failures = 0
-        if replica.down:
-            log.info("backend '%s' replica %d (%s) is back", replica.backend, replica.index, replica.url)
-            replica.down = False
-            replica.changed()
-        if check.max_waiting is not None:
-            replica.saturated = await self._queue(backend, replica, check) > check.max_waiting
-
-    async def _queue(self, backend: Backend, replica: Replica, check: schema.HealthCheck) -> float:
-        """The replica's waiting requests, read now from vLLM's /metrics (0 when they cannot be read)."""
-        assert isinstance(backend, VllmBackend), "max_waiting is accepted for vllm backends only"
-        return (await backend.refresh(replica.index, check.timeout_s)).waiting
-
-
-def clock() -> float:
-    """The clock breakers run on."""
-    return time.monotonic()
+        health.check_failures = 0
+        if health.down:
+            log.info("backend '%s' replica %d (%s) is back", r.backend, r.index, r.url)
+            health.down = False
+            health.changed()
+        if check.max_waiting is not None:  # the replica's own queue (vLLM's), read now
+            waiting = await backend.queue_length(r.index, check.timeout_s)
+            health.saturated = waiting is not None and waiting > check.max_waiting

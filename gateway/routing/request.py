@@ -37,7 +37,7 @@ class RoutedRequest:
     """Filled in once, by the router, when a policy needs it."""
     add_logprobs: bool = False
     """A cascade checks log-probabilities the client did not ask for: ask the upstream for them, and
-    remove them from the answer the client gets (set by the proxy for JSON requests)."""
+    remove them from the answer the client gets (set by the route stage for JSON requests)."""
 
     @property
     def has_tools(self) -> bool:
@@ -87,8 +87,6 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-_CONTAINERS = (dict, list)
-
 
 def too_deep(value: dict[str, Any] | list[Any], limit: int) -> bool:
     """Whether arrays and objects nest deeper than `limit` in a parsed JSON value (without recursion).
@@ -101,7 +99,7 @@ def too_deep(value: dict[str, Any] | list[Any], limit: int) -> bool:
         items = node.values() if type(node) is dict else node
         if len(items) > 8 and dict not in (kinds := set(map(type, items))) and list not in kinds:
             continue
-        stack.extend((v, depth + 1) for v in items if type(v) in _CONTAINERS)
+        stack.extend((v, depth + 1) for v in items if isinstance(v, dict | list))
     return False
 
 

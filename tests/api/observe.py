@@ -42,5 +42,6 @@ def assert_nothing_left(servers: Servers, upstreams: list[FakeUpstream], baselin
     """No request open at any upstream, nothing in flight in the gateway, no task beyond the baseline."""
     gw = servers.app_of()
     wait_until(lambda: all(u.open_requests == 0 for u in upstreams))
-    wait_until(lambda: all(gw.inflight[m] == 0 for m in gw.state.table.models))
+    health = gw.state.health
+    wait_until(lambda: all(h.in_flight == 0 for m in gw.state.table.models if (h := health.model(m)) is not None))
     wait_until(lambda: tasks(servers) <= baseline_tasks)

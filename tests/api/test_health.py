@@ -24,7 +24,7 @@ def test_readyz_once_started(servers: Servers, http: httpx.Client) -> None:
     root = servers.gateway(single_model(up)).removesuffix("/v1")
     resp = http.get(f"{root}/readyz")
     assert resp.status_code == 200
-    table = servers.app_of().table
+    table = servers.app_of().state.table
     assert resp.json() == {"status": "ready", "config_version": table.version, "policies": 0, "models": 1}
     assert up.seen == [], "probes do not touch the upstreams"
 

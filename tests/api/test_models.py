@@ -29,7 +29,7 @@ def test_list_models_gives_client_names(servers: Servers, client: Client) -> Non
     assert [m.id for m in page.data] == ["small", "large", "auto"]
     assert {m.owned_by for m in page.data} == {"nanoroute"}
     assert {m.object for m in page.data} == {"model"}
-    assert {m.created for m in page.data} == {int(servers.app_of().table.loaded_at)}
+    assert {m.created for m in page.data} == {int(servers.app_of().state.table.loaded_at)}
     assert up.seen == [], "the list comes from the config, not the upstreams"
 
 

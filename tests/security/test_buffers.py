@@ -78,10 +78,8 @@ def test_the_capture_queue_is_bounded_in_bytes(tmp_path: Path) -> None:
     capture = Capture(LocalSink(tmp_path, 1 << 20, 1 << 30), metrics, queue_size=1000, queue_bytes=10_000)
 
     def offer(size: int) -> None:
-        sample = Sample("t", Redactor(), {}, request_bytes=size)
         rec = RequestRecord("r", 0.0, model=object())  # type: ignore[arg-type]
-        rec.capture = sample
-        capture.offer(rec)
+        capture.offer(Sample("t", Redactor(), {}, request_bytes=size), rec)
 
     offer(6_000)
     offer(6_000)  # would hold 12,000 bytes: dropped, though the queue has room for 998 more records

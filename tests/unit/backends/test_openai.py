@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.backends.base import Attempt, Operation
-from gateway.backends.openai import OpenAIBackend
+from gateway.backends import build_backend
+from gateway.backends.base import Attempt, Backend, Operation
 from gateway.config.loader import load_text
 from gateway.errors import (
     ContextLengthExceeded,
@@ -31,17 +32,18 @@ VLLM_CONTEXT = {"object": "error", "message": "This model's maximum context leng
                 "requested 3000 tokens (2000 in the messages, 1000 in the completion).",
                 "type": "BadRequestError", "code": 400}
 
-Make = Callable[..., OpenAIBackend]
+Make = Callable[..., Backend]
 
 
 @pytest.fixture
 def make(servers: Servers) -> Iterator[Make]:
-    """Build and start an OpenAIBackend named `b` from a backend spec in YAML flow style."""
-    started: list[OpenAIBackend] = []
+    """Build and start a backend named `b` (OpenAI's or vLLM's, which share the transport) from a backend
+    spec in YAML flow style."""
+    started: list[Backend] = []
 
-    def build(spec: str) -> OpenAIBackend:
+    def build(spec: str) -> Backend:
         table = load_text(f"backends:\n  b: {spec}\nmodels:\n  m: {{backend: b, name: served-name}}\n")
-        backend = OpenAIBackend("b", table.config.backends["b"])  # type: ignore[arg-type]
+        backend = build_backend("b", table.config.backends["b"])
         servers.loop.run(backend.start())
         started.append(backend)
         return backend
@@ -57,7 +59,7 @@ def attempt(body: dict[str, Any] | bytes = CHAT, op: Operation = Operation.CHAT)
     return Attempt(op, table.models["m"], raw, "req-1")
 
 
-def call_error(servers: Servers, backend: OpenAIBackend, body: dict[str, Any] | bytes = CHAT) -> UpstreamError:
+def call_error(servers: Servers, backend: Backend, body: dict[str, Any] | bytes = CHAT) -> UpstreamError:
     with pytest.raises(UpstreamError) as info:
         servers.loop.run(backend.call(attempt(body)))
     err = info.value
@@ -65,7 +67,7 @@ def call_error(servers: Servers, backend: OpenAIBackend, body: dict[str, Any] | 
     return err
 
 
-def read_stream(servers: Servers, backend: OpenAIBackend, body: dict[str, Any]) -> bytes:
+def read_stream(servers: Servers, backend: Backend, body: dict[str, Any]) -> bytes:
     async def run() -> bytes:
         stream = await backend.stream(attempt(body))
         try:
@@ -126,12 +128,13 @@ def test_the_key_from_a_file(servers: Servers, make: Make, tmp_path: Path) -> No
     assert up.seen[0].headers["authorization"] == "Bearer sk-from-file"
 
 
-def test_vllm_replicas_are_taken_in_turn(servers: Servers, make: Make) -> None:
+def test_an_attempt_goes_to_the_vllm_replica_it_names(servers: Servers, make: Make) -> None:
+    """(Which replica takes each request is the health state's choice: tests/unit/reliability/test_health.py.)"""
     one, two = servers.upstream("one"), servers.upstream("two")
-    backend = make(f"{{type: vllm, urls: [{one.url}, {two.url}]}}")
-    for _ in range(4):
-        servers.loop.run(backend.call(attempt()))
-    assert (len(one.seen), len(two.seen)) == (2, 2)
+    backend = make(f"{{type: vllm, urls: [{one.url}, {two.url}], health: {{enabled: false}}}}")
+    for replica in (1, 1, 0):
+        servers.loop.run(backend.call(dataclasses.replace(attempt(), replica=replica)))
+    assert (len(one.seen), len(two.seen)) == (1, 2)
 
 
 def test_a_stream_is_relayed_as_raw_bytes(servers: Servers, make: Make) -> None:

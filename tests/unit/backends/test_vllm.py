@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.backends.base import Attempt, Operation
-from gateway.backends.vllm import MAX_QUEUE_WAIT_S, ReplicaState, VllmBackend, VllmHooks
+from gateway.backends.replica import Replica
+from gateway.backends.vllm import MAX_QUEUE_WAIT_S, VllmBackend, VllmHooks, read_metrics
 from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
 from gateway.errors import AdapterLoadFailed, UpstreamServerError
@@ -45,7 +46,7 @@ def make(servers: Servers, tmp_path: Path) -> Iterator[Make]:
                           f"models:\n  base: {{backend: local, name: base-model}}\n{models}")
         table = load_file(config)
         backend = VllmBackend("local", table.config.backends["local"], hooks)  # type: ignore[arg-type]
-        backend.route(table)
+        backend.configure(table)
         servers.loop.run(backend.start())
         started.append(backend)
         return backend, table
@@ -69,9 +70,9 @@ def test_concurrent_first_requests_trigger_one_load(servers: Servers, make: Make
     fake = servers.vllm(load_delay_s=0.2)
     backend, table = make(fake, extra=", poll_interval_s: 3600, health: {enabled: false}")
     deadline = time.monotonic() + 5
-    while "triage" not in backend.states[0].loaded and time.monotonic() < deadline:
+    while "triage" not in backend.replicas[0].loaded and time.monotonic() < deadline:
         time.sleep(0.01)  # the first poll loads it; then nothing polls again: the requests must load it
-    backend.states[0].loaded.clear()
+    backend.replicas[0].loaded.clear()
     fake.adapters.clear()
     fake.load_calls.clear()
 
@@ -147,28 +148,26 @@ def test_a_404_for_a_base_model_is_not_retried(servers: Servers, make: Make, tmp
     assert not info.value.retryable
 
 
-def test_streams_load_the_adapter_and_count_in_flight_until_closed(servers: Servers, make: Make,
-                                                                   tmp_path: Path) -> None:
+def test_streams_load_the_adapter_first(servers: Servers, make: Make, tmp_path: Path) -> None:
+    """(A stream's in-flight count on its replica is the attempt chain's: tests/unit/reliability/test_chain.py.)"""
     manifest(tmp_path)
     fake = servers.vllm()
     backend, table = make(fake, extra=QUIET)
     deadline = time.monotonic() + 5
-    while "triage" not in backend.states[0].loaded and time.monotonic() < deadline:
+    while "triage" not in backend.replicas[0].loaded and time.monotonic() < deadline:
         time.sleep(0.01)
-    backend.states[0].loaded.clear()
+    backend.replicas[0].loaded.clear()
     fake.adapters.clear()
     a = attempt(table, "triage")
     streamed = Attempt(a.op, a.model, a.body[:-1] + b', "stream": true}', a.request_id, 0)
 
-    async def run() -> tuple[int, int, bytes]:
+    async def run() -> bytes:
         s = await backend.stream(streamed)
-        during = backend.states[0].in_flight
         data = b"".join([c async for c in s])
         await s.aclose()
-        return during, backend.states[0].in_flight, data
+        return data
 
-    during, after, data = servers.loop.run(run())
-    assert (during, after) == (1, 0)
+    data = servers.loop.run(run())
     assert b"[DONE]" in data and "triage" in fake.adapters
 
 
@@ -177,7 +176,7 @@ def test_replicas_are_preferred_by_adapter_then_room_then_load(servers: Servers,
     manifest(tmp_path, "other")
     fakes = [servers.vllm() for _ in range(3)]
     backend, table = make(*fakes, extra=QUIET + ", max_loras: 1", adapters=("triage", "other"))
-    r0, r1, r2 = backend.states
+    r0, r1, r2 = backend.replicas
     r0.loaded, r1.loaded, r2.loaded = {"other"}, set(), {"triage"}
     r2.waiting = 5
     assert backend.prefer(table.models["triage"]) == [2, 1, 0]  # has it, busy as it is; then room; then full
@@ -187,8 +186,8 @@ def test_replicas_are_preferred_by_adapter_then_room_then_load(servers: Servers,
 
 
 def test_waiting_sums_vllms_gauge_over_engines_and_ignores_the_rest() -> None:
-    r = ReplicaState(0, "http://x/v1")
-    r.read_metrics("""# HELP vllm:num_requests_waiting Number of requests waiting.
+    r = Replica("local", 0, "http://x/v1")
+    read_metrics(r, """# HELP vllm:num_requests_waiting Number of requests waiting.
 # TYPE vllm:num_requests_waiting gauge
 vllm:num_requests_waiting{engine="0",model_name="base"} 3.0
 vllm:num_requests_waiting{engine="1",model_name="base"} 2.0
@@ -196,12 +195,12 @@ vllm:num_requests_waiting_by_reason{reason="x"} 50.0
 vllm:num_requests_running{model_name="base"} 8.0
 """, now=1.0)
     assert (r.waiting, r.running) == (5.0, 8.0)
-    r.read_metrics("", now=2.0)
+    read_metrics(r, "", now=2.0)
     assert (r.waiting, r.running) == (0.0, 0.0)
 
 
 def test_queue_delay_is_waiting_requests_over_the_rate_they_finish() -> None:
-    r = ReplicaState(0, "http://x/v1")
+    r = Replica("local", 0, "http://x/v1")
 
     def metrics(waiting: float, finished: float, started: float = 100.0) -> str:
         return (f"vllm:num_requests_waiting{{model_name=\"m\"}} {waiting}\n"
@@ -211,15 +210,15 @@ def test_queue_delay_is_waiting_requests_over_the_rate_they_finish() -> None:
                 f"vllm:request_success_total{{finished_reason=\"length\",model_name=\"m\"}} {finished}\n"
                 f"process_start_time_seconds {started}\n")
 
-    r.read_metrics(metrics(6, 0), now=10.0)
+    read_metrics(r, metrics(6, 0), now=10.0)
     assert r.queue_wait_s == MAX_QUEUE_WAIT_S  # waiting, and no finish rate known yet
-    r.read_metrics(metrics(6, 2), now=11.0)  # 4 finished in 1 s
+    read_metrics(r, metrics(6, 2), now=11.0)  # 4 finished in 1 s
     assert (r.waiting, r.running, r.kv_cache, r.rate) == (6, 8, 0.5, 4.0)
     assert r.queue_wait_s == pytest.approx(1.5)
-    r.read_metrics(metrics(0, 3), now=12.0)
+    read_metrics(r, metrics(0, 3), now=12.0)
     assert r.queue_wait_s == 0.0
     r.loaded.add("triage")
-    r.read_metrics(metrics(0, 0, started=200.0), now=13.0)  # a new process: counters reset, adapters gone
+    read_metrics(r, metrics(0, 0, started=200.0), now=13.0)  # a new process: counters reset, adapters gone
     assert r.loaded == set() and r.started_at == 200.0
 
 

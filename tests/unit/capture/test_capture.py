@@ -13,13 +13,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.backends.base import Operation
-from gateway.capture.capture import MAX_STREAM_BYTES, Capture, Sample, encode
+from gateway.capture.capture import Capture, Sample, encode
 from gateway.capture.sink import LocalSink, files_in
 from gateway.config.loader import load_text
 from gateway.config.table import PolicyRoute, RoutingTable
 from gateway.errors import StorageUnavailable
 from gateway.metrics import Metrics
-from gateway.record import Outcome, RequestRecord
+from gateway.record import MAX_KEPT_BYTES, Outcome, RequestRecord
 from gateway.routing.request import RoutedRequest, parse_request
 
 CONFIG = """
@@ -44,10 +44,14 @@ def request(task: str | None = "triage", op: Operation = Operation.CHAT, content
     return parse_request(op, orjson.dumps(body), task_header=task, key_id="k1", request_id="r1")
 
 
-def record(t: RoutingTable, sample: Sample | None, outcome: str = Outcome.SUCCESS) -> RequestRecord:
+REPLY = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "billing"}, "finish_reason": "stop"}]}
+
+
+def record(t: RoutingTable, outcome: str = Outcome.SUCCESS) -> RequestRecord:
+    """A finished request whose answer its record kept, as the relay keeps a sampled request's."""
     rec = RequestRecord("r1", 0.0, op="chat", task="triage", policy="p", model=t.models["m"], status=200,
-                        outcome=outcome, prompt_tokens=7, completion_tokens=5, duration_s=0.25, key_id="k1")
-    rec.capture = sample
+                        outcome=outcome, prompt_tokens=7, completion_tokens=5, duration_s=0.25, key_id="k1",
+                        keep=True, reply=REPLY, kept_bytes=len(orjson.dumps(REPLY)))
     return rec
 
 
@@ -87,8 +91,6 @@ def capture_for(tmp_path: Path, queue: int = 10) -> tuple[Capture, Metrics]:
 def sampled(t: RoutingTable, content: str = "hi") -> Sample:
     s = Capture.sample(route(t), request(content=content), t)
     assert s is not None
-    s.reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "billing"},
-                            "finish_reason": "stop"}]}
     return s
 
 
@@ -96,20 +98,19 @@ def test_a_full_queue_drops_and_counts_without_waiting(tmp_path: Path) -> None:
     t = table()
     cap, metrics = capture_for(tmp_path, queue=3)
     for _ in range(5):
-        cap.offer(record(t, sampled(t)))
+        cap.offer(sampled(t), record(t))
     assert counter(metrics, "nanoroute_capture_dropped_total", reason="queue_full") == 2
 
 
 def test_failed_requests_and_oversized_streams_are_not_queued(tmp_path: Path) -> None:
     t = table()
     cap, metrics = capture_for(tmp_path, queue=1)
-    cap.offer(record(t, sampled(t), outcome=Outcome.STREAM_ERROR))
-    big = sampled(t)
-    big.reply = None
-    big.feed(b"x" * (MAX_STREAM_BYTES + 1))
-    cap.offer(record(t, big))
+    cap.offer(sampled(t), record(t, outcome=Outcome.STREAM_ERROR))
+    big = record(t)
+    big.reply, big.events, big.kept_bytes = None, [], MAX_KEPT_BYTES + 1  # a stream too long to keep
+    cap.offer(sampled(t), big)
     assert counter(metrics, "nanoroute_capture_dropped_total", reason="too_large") == 1
-    cap.offer(record(t, sampled(t)))  # the queue (of one) is still empty
+    cap.offer(sampled(t), record(t))  # the queue (of one) is still empty
     assert counter(metrics, "nanoroute_capture_dropped_total", reason="queue_full") == 0
 
 
@@ -120,7 +121,7 @@ def test_the_writer_redacts_writes_and_counts(tmp_path: Path) -> None:
     async def run() -> None:
         cap.start()
         for i in range(3):
-            cap.offer(record(t, sampled(t, content=f"ticket {i} from jo@example.com")))
+            cap.offer(sampled(t, content=f"ticket {i} from jo@example.com"), record(t))
         await cap.stop()
 
     asyncio.run(run())
@@ -152,7 +153,7 @@ def test_write_errors_are_counted_never_raised(tmp_path: Path, caplog: pytest.Lo
     async def run() -> None:
         cap.start()
         for _ in range(4):
-            cap.offer(record(t, sampled(t)))
+            cap.offer(sampled(t), record(t))
             await asyncio.sleep(0.05)  # one batch each
         await cap.stop()
         with pytest.raises(StorageUnavailable):
@@ -170,9 +171,9 @@ def test_stop_counts_what_it_could_not_write(tmp_path: Path) -> None:
 
     async def run() -> None:
         for _ in range(3):  # no writer started: nothing drains the queue
-            cap.offer(record(t, sampled(t)))
+            cap.offer(sampled(t), record(t))
         cap.start()
-        cap._task.cancel()  # type: ignore[union-attr]  # a writer that is gone
+        await cap._writer.stop()  # a writer that is gone
         await cap.stop(grace_s=0.05)
 
     asyncio.run(run())
@@ -183,10 +184,11 @@ def test_the_record_format() -> None:
     t = table()
     s = Capture.sample(route(t), request(content="call +1 415 555 0132"), t)
     assert s is not None
-    s.feed(b'data: {"choices": [{"index": 0, "delta": {"content": "bill"}, "finish_reason": null}]}\n\n')
-    s.feed(b'data: {"choices": [{"index": 0, "delta": {"content": "ing"}, "finish_reason": "stop"}]}\n\n'
-           b"data: [DONE]\n\n")
-    rec = record(t, s)
+    rec = record(t)
+    rec.reply, rec.events = None, [  # a stream, as the relay kept it
+        b'data: {"choices": [{"index": 0, "delta": {"content": "bill"}, "finish_reason": null}]}\n\n',
+        b'data: {"choices": [{"index": 0, "delta": {"content": "ing"}, "finish_reason": "stop"}]}\n\n'
+        b"data: [DONE]\n\n"]
     rec.stream, rec.first_byte_s = True, 0.1
     row = json.loads(encode(s, rec))
     assert set(row) == {"ts", "request_id", "task", "policy", "model", "upstream_model", "stream", "request",

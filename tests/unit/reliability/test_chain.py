@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.backends import build_backend
 from gateway.backends.base import Backend, Operation, Reply
-from gateway.backends.openai import OpenAIBackend
 from gateway.config.loader import load_text
 from gateway.config.table import ModelRoute, RoutingTable
 from gateway.errors import (
@@ -25,7 +25,6 @@ from gateway.errors import (
 from gateway.reliability import chain
 from gateway.reliability.breaker import OPEN
 from gateway.reliability.health import Health
-from gateway.reliability.inflight import InFlight
 from gateway.routing.decide import decide
 from gateway.routing.request import RoutedRequest, parse_request
 from gateway.routing.signals import Signals
@@ -39,13 +38,11 @@ class Rig:
     def __init__(self, servers: Servers, yaml: str) -> None:
         self.servers = servers
         self.table: RoutingTable = load_text(yaml)
-        self.backends: dict[str, Backend] = {n: OpenAIBackend(n, s)  # type: ignore[arg-type]
-                                             for n, s in self.table.config.backends.items()}
+        self.backends: dict[str, Backend] = {n: build_backend(n, s) for n, s in self.table.config.backends.items()}
         self.health = Health()
-        self.inflight = InFlight()
         for b in self.backends.values():
             servers.loop.run(b.start())
-        servers.loop.run(self.health.start(self.table, {}))
+        servers.loop.run(self.health.start(self.table, self.backends))
 
     def request(self, **body: Any) -> RoutedRequest:
         raw = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}], **body})
@@ -54,13 +51,27 @@ class Rig:
     def call(self, req: RoutedRequest | None = None, accept: Any = None) -> chain.Answered[Reply]:
         req = req or self.request()
         decision = decide(self.table, req, Signals(exact_tokens=False))
-        return self.servers.loop.run(chain.call(decision, req, self.backends, self.inflight, self.health,
+        return self.servers.loop.run(chain.call(decision, req, self.backends, self.health,
                                                 accept=accept))
 
     def close(self) -> None:
         self.servers.loop.run(self.health.stop())
         for b in self.backends.values():
             self.servers.loop.run(b.close())
+
+
+def in_flight(r: Rig, model: str, n: int) -> None:
+    """`n` requests of `model` in flight (as the chain counts them)."""
+    health = r.health.model(model)
+    assert health is not None
+    health.in_flight = n
+
+
+def flying(r: Rig, model: str) -> tuple[int, int]:
+    """The requests in flight on `model`, and on its first replica."""
+    health = r.health.model(model)
+    assert health is not None
+    return health.in_flight, health.slots[0].replica.replica.in_flight
 
 
 @pytest.fixture
@@ -95,7 +106,7 @@ def test_the_first_model_that_answers_wins_and_earlier_failures_are_kept(servers
     answered = r.call()
     assert answered.model.name == "b"
     assert [(f.model, f.kind) for f in answered.failures] == [("a", "server_error")]
-    assert (r.inflight["a"], r.inflight["b"]) == (0, 0)
+    assert (flying(r, "a"), flying(r, "b")) == ((0, 0), (0, 0))
 
 
 def test_an_acceptance_hook_can_turn_an_answer_down(servers: Servers, rig: Any) -> None:
@@ -115,8 +126,7 @@ def test_an_acceptance_hook_can_turn_an_answer_down(servers: Servers, rig: Any) 
 def test_an_overloaded_model_is_skipped_without_a_call(servers: Servers, rig: Any) -> None:
     a, b = servers.upstream("a"), servers.upstream("b")
     r = rig(two(a, b, a_model=", max_in_flight: 2"))
-    r.inflight.enter("a")
-    r.inflight.enter("a")
+    in_flight(r, "a", 2)
     answered = r.call()
     assert answered.model.name == "b" and a.seen == []
     [skip] = answered.failures
@@ -127,8 +137,8 @@ def test_when_every_model_is_skipped_it_is_unavailable_with_the_soonest_retry(se
     a, b = servers.upstream("a"), servers.upstream("b")
     r = rig(two(a, b, a_model=", max_in_flight: 1", a_backend=", breaker: {consecutive_failures: 1, cooldown_s: 9}")
             .replace("b: {backend: bb}", "b: {backend: bb, max_in_flight: 1}"))
-    r.inflight.enter("a")
-    r.inflight.enter("b")
+    in_flight(r, "a", 1)
+    in_flight(r, "b", 1)
     with pytest.raises(AllCandidatesUnavailable) as info:
         r.call()
     assert (info.value.status, info.value.headers()) == (503, [(b"retry-after", b"1")])
@@ -179,13 +189,13 @@ def test_a_stream_tells_its_breaker_about_a_failure_midway_and_leaves_in_flight_
     servers: Servers, rig: Any
 ) -> None:
     a, b = servers.upstream("a", behaviour="cut"), servers.upstream("b")
-    r = rig(two(a, b, a_backend=", breaker: {consecutive_failures: 1}"))
+    r = rig(two(a, b, a_backend=", breaker: {consecutive_failures: 1, confirm: false}"))
     req = r.request(stream=True)
 
     async def consume() -> tuple[str, bytes, str | None]:
         decision = decide(r.table, req, Signals(exact_tokens=False))
-        answered = await chain.open_stream(decision, req, r.backends, r.inflight, r.health)
-        assert r.inflight["a"] == 1
+        answered = await chain.open_stream(decision, req, r.backends, r.health)
+        assert flying(r, "a") == (1, 1)  # on the model and on its replica
         got, failed = b"", None
         try:
             async for chunk in answered.result:
@@ -199,27 +209,27 @@ def test_a_stream_tells_its_breaker_about_a_failure_midway_and_leaves_in_flight_
     name, got, failed = servers.loop.run(consume())
     assert (name, failed) == ("a", "malformed")
     assert got.startswith(b"data: ")
-    assert r.inflight["a"] == 0
+    assert flying(r, "a") == (0, 0)
     health = r.health.model("a")
     assert health is not None and health.slots[0].breaker.state == OPEN
 
 
 def test_a_cancelled_attempt_leaves_no_count_and_no_probe_behind(servers: Servers, rig: Any) -> None:
     a, b = servers.upstream("a", behaviour="hang"), servers.upstream("b")
-    r = rig(two(a, b, a_backend=", breaker: {consecutive_failures: 1, cooldown_s: 0.01}"))
+    r = rig(two(a, b, a_backend=", breaker: {consecutive_failures: 1, cooldown_s: 0.01, confirm: false}"))
     health = r.health.model("a")
     assert health is not None
     health.slots[0].failed(UpstreamError("x"), 0.0, 0)  # open; by now half-open, the next call probes
 
     async def cancelled() -> None:
         task = asyncio.ensure_future(chain.call(decide(r.table, r.request(), Signals(exact_tokens=False)),
-                                                r.request(), r.backends, r.inflight, r.health))
+                                                r.request(), r.backends, r.health))
         await asyncio.sleep(0.2)
-        assert r.inflight["a"] == 1
+        assert flying(r, "a") == (1, 1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     servers.loop.run(cancelled())
-    assert r.inflight["a"] == 0
+    assert flying(r, "a") == (0, 0)
     assert health.pick(10**9) is not None  # the probe slot was handed back

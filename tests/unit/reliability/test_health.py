@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.backends import build_backend
+from gateway.backends import Backend, build_backend
 from gateway.config import schema
 from gateway.config.loader import load_text
 from gateway.config.table import RoutingTable
@@ -33,7 +33,9 @@ models:
 
 
 def table(breaker: str = "consecutive_failures: 2, cooldown_s: 5") -> RoutingTable:
-    return load_text(POOL.format(breaker=breaker))
+    """Breakers that open on their threshold at once: the check of a model before its breaker opens is
+    tests/security/test_breakers.py's."""
+    return load_text(POOL.format(breaker=breaker + ", confirm: false"))
 
 
 @pytest.fixture
@@ -41,10 +43,21 @@ def metrics() -> Metrics:
     return Metrics()
 
 
+def backends(t: RoutingTable) -> dict[str, Backend]:
+    """The table's backends, built but not started: their replicas, for the health state."""
+    return {name: build_backend(name, spec) for name, spec in t.config.backends.items()}
+
+
 def started(t: RoutingTable, metrics: Metrics | None = None) -> Health:
     health = Health(metrics.circuit_open if metrics else None, metrics.replica_up if metrics else None)
-    asyncio.run(health.start(t, {}))  # no backends given: state only, no checks
+    asyncio.run(_start_quiet(health, t))
     return health
+
+
+async def _start_quiet(health: Health, t: RoutingTable) -> None:
+    """Build the state; stop the checks at once (the backends are not started: there is nothing to check)."""
+    await health.start(t, backends(t))
+    await health._loops.stop()
 
 
 def model(health: Health, name: str) -> ModelHealth:
@@ -171,9 +184,9 @@ def test_a_reload_keeps_the_state_of_what_did_not_change() -> None:
     t = table("consecutive_failures: 1, cooldown_s: 60")
     health = started(t)
     model(health, "one").slots[0].failed(UpstreamServerError("x"), 1.0, 0)
-    asyncio.run(health.start(load_text(POOL.format(breaker="consecutive_failures: 1, cooldown_s: 60")), {}))
+    asyncio.run(_start_quiet(health, table("consecutive_failures: 1, cooldown_s: 60")))
     assert model(health, "one").slots[0].breaker.state == OPEN
-    asyncio.run(health.start(table("consecutive_failures: 3"), {}))  # new breaker settings: a fresh start
+    asyncio.run(_start_quiet(health, table("consecutive_failures: 3")))  # new breaker settings: a fresh start
     assert model(health, "one").slots[0].breaker.state == CLOSED
 
 

@@ -209,7 +209,7 @@ def test_cheapest_compares_config_hourly_and_cost_map_prices(content: str, max_t
 
 
 def observe_streams(sig: Signals, tbl: RoutingTable, model: str, n: int, ttft_s: float, tpot_s: float) -> None:
-    """`n` streamed answers of 100 tokens from `model`, as the proxy records them."""
+    """`n` streamed answers of 100 tokens from `model`, as the relay records them."""
     for i in range(n):
         rec = RequestRecord(f"r{i}", 0.0, policy="p", model=tbl.models[model], status=200, stream=True,
                             completion_tokens=100, first_byte_s=ttft_s, duration_s=ttft_s + 99 * tpot_s)

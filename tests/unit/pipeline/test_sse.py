@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.api.sse import UsageTap
+from gateway.pipeline.sse import UsageTap
 
 CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
 USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}\n\n'

@@ -1,4 +1,4 @@
-"""gateway/keys.py: parsing NANOROUTE_API_KEYS, the headers a key comes in, and the admin key."""
+"""gateway/pipeline/admission/keys.py: parsing NANOROUTE_API_KEYS, the headers a key comes in, and the admin key."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from gateway.errors import AuthenticationFailed, ConfigError, NotFound
-from gateway.keys import ClientKey, KeyCheck, key_id, parse_entries, presented
+from gateway.pipeline.admission.keys import ClientKey, KeyCheck, key_id, parse_entries, presented
 
 ONE, TWO = "sk-one-0123456789abcdef", "sk-two-0123456789abcdef"
 ADMIN = "admin-0123456789abcdef"

@@ -13,7 +13,8 @@ metrics, policies and captures see only a key's id: its name, or the first 8 hex
 for an unnamed key.
 
 What a key may use (models, policies) is the config's `keys:` section, resolved into the routing table
-(`config.table.KeyAccess`), so it changes with a reload; `ClientKey` is who the caller is.
+(`config.table.KeyAccess`), so it changes with a reload; `ClientKey` is who the caller is. `Keys` is the
+admission check: the first stage a request meets, before its body is read.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.errors import AuthenticationFailed, ConfigError, NotFound
+from gateway.pipeline.context import RequestContext
 
 MIN_KEY_CHARS = 16
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
@@ -147,3 +149,17 @@ class KeyCheck:
             raise NotFound("Admin endpoints are disabled: set NANOROUTE_ADMIN_KEY to enable them")
         if key is None or not hmac.compare_digest(digest(key), self._admin):
             raise AuthenticationFailed("Admin endpoints need 'Authorization: Bearer <NANOROUTE_ADMIN_KEY>'")
+
+
+class Keys:
+    """The admission check for client keys: a request without a valid one goes no further (401)."""
+
+    before_body = True
+
+    def __init__(self, keys: KeyCheck) -> None:
+        self.keys = keys
+
+    def admit(self, ctx: RequestContext) -> None:
+        h = ctx.headers
+        key = self.keys.check(presented(h.authorization, h.x_api_key, h.api_key))
+        ctx.record.key_id = key.id if key is not None else None

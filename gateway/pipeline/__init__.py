@@ -1,0 +1,141 @@
+"""The request pipeline: the stages every proxied request passes, in order, each owned by one module.
+
+    stage       module                   owns
+    ingress     pipeline/ingress/        the protocol: paths, the body -> a RoutedRequest, errors in its words
+    admission   pipeline/admission/      whether it may go on: client keys (before the body is read)
+    route       pipeline/route.py        routing.decide (policy, chain), then rollout, capture, cascade
+    relay       pipeline/relay.py        reliability.chain (attempts, fallback), the answer as JSON or SSE
+    observers   pipeline/observers.py    usage and cost, learning, metrics, access log, capture, rollout
+
+A request carries a `RequestContext` (`context.py`): the snapshot of the gateway it started with, its
+headers, what each stage made of it, and its record. `build()` below is where stages are registered: a
+new protocol, admission check or observer is a module (or class) of its own and one line there.
+
+Pure ASGI rather than a framework route, so a stream is relayed chunk by chunk as it arrives and no
+per-request framework machinery runs. A client that disconnects cancels its upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Iterable
+from time import perf_counter
+
+from gateway.backends.base import Operation
+from gateway.capture.capture import Capture
+from gateway.errors import ClientError, MethodNotAllowed, NanorouteError, PolicyUnmet
+from gateway.metrics import Metrics
+from gateway.pipeline.admission import Admission
+from gateway.pipeline.admission.keys import KeyCheck, Keys
+from gateway.pipeline.context import Headers, Receive, RequestContext, Scope, Send, Snapshot
+from gateway.pipeline.ingress import Ingress, read_body, request_id
+from gateway.pipeline.ingress.openai import OpenAIIngress
+from gateway.pipeline.observers import AccessLog, Captured, Compared, Count, Learn, Observer, Usage
+from gateway.pipeline.relay import relay, send_error
+from gateway.pipeline.route import Route
+from gateway.record import Outcome, RequestRecord
+from gateway.rollout import Rollouts
+
+log = logging.getLogger("nanoroute")
+
+
+def build(*, keys: KeyCheck, capture: Capture, rollouts: Rollouts, metrics: Metrics | None,
+          access_log: bool) -> Pipeline:
+    """The stages, registered in order."""
+    observers: list[Observer] = [Usage(), Learn()]
+    if metrics is not None:
+        observers.append(Count(metrics))
+    if access_log:
+        observers.append(AccessLog())
+    observers += [Captured(capture), Compared(rollouts)]
+    return Pipeline(ingresses=[OpenAIIngress()], admission=[Keys(keys)], route=Route(rollouts, capture),
+                    observers=observers)
+
+
+class Pipeline:
+    def __init__(self, *, ingresses: Iterable[Ingress], admission: Iterable[Admission], route: Route,
+                 observers: Iterable[Observer]) -> None:
+        self.routes: dict[str, tuple[Ingress, Operation]] = {
+            path: (ingress, op) for ingress in ingresses for path, op in ingress.routes.items()}
+        """Path -> the ingress that serves it and the operation it asks for."""
+        checks = tuple(admission)
+        self._on_headers = tuple(c for c in checks if c.before_body)
+        self._on_route = tuple(c for c in checks if not c.before_body)
+        self._route = route
+        self._observers = tuple(observers)
+
+    async def handle(self, state: Snapshot, ingress: Ingress, op: Operation, scope: Scope, receive: Receive,
+                     send: Send) -> None:
+        headers = Headers(scope["headers"])
+        rec = RequestRecord(request_id(headers.request_id), perf_counter(), op=op.name.lower())
+        ctx = RequestContext(state, ingress, op, headers, rec)
+        try:
+            await self._run(ctx, scope, receive, send)
+        except Exception:
+            # A bug, not a client or upstream problem: log it whole, answer in the protocol's shape if still possible.
+            log.exception("internal error handling request %s", rec.request_id)
+            rec.outcome, rec.status = Outcome.INTERNAL_ERROR, 500
+            with contextlib.suppress(Exception):  # fails when the response had already started
+                await send_error(ctx, NanorouteError("Internal error in the gateway"), send)
+        finally:
+            rec.duration_s = perf_counter() - rec.started
+            for observer in self._observers:
+                observer.observe(ctx)
+
+    async def _run(self, ctx: RequestContext, scope: Scope, receive: Receive, send: Send) -> None:
+        rec = ctx.record
+        if scope["method"] != "POST":
+            rec.outcome, rec.status = Outcome.CLIENT_ERROR, 405
+            await send_error(ctx, MethodNotAllowed(f"Use POST for {scope['path']}"), send)
+            return
+        try:
+            for check in self._on_headers:
+                check.admit(ctx)
+            raw = await read_body(receive, ctx.headers.content_length, ctx.state.max_body_bytes)
+            req = ctx.request = ctx.ingress.parse(ctx, raw)
+            rec.task, rec.stream = req.task, req.stream
+            self._route.decide(ctx)
+            for check in self._on_route:
+                check.admit(ctx)
+        except (ClientError, PolicyUnmet) as exc:
+            rec.outcome, rec.status = Outcome.CLIENT_ERROR, exc.status
+            await send_error(ctx, exc, send)
+            return
+        # The request runs to its end on the snapshot it started with, whatever a reload swaps in meanwhile.
+        if not await _cancel_on_disconnect(receive, relay(ctx, send), rec):
+            rec.outcome, rec.status = Outcome.CANCELLED, 499
+
+
+async def _cancel_on_disconnect(receive: Receive, work: Awaitable[None], rec: RequestRecord) -> bool:
+    """Run `work`; if the client goes away first, cancel it (which closes the upstream request).
+
+    Returns False when the client went away. A client that leaves once its stream's `[DONE]` reached it
+    (`rec.delivered`) had its whole answer: `work` then runs to its end (the upstream's close, the usage),
+    its last writes going nowhere. The watcher cancels this very task rather than running `work` in a
+    task of its own: one extra task per request instead of two.
+    """
+    me = asyncio.current_task()
+    assert me is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if rec.delivered:
+            return
+        gone = True
+        me.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        me.uncancel()
+    finally:
+        watcher.cancel()
+    return not gone

@@ -1,0 +1,61 @@
+"""Ingress: a protocol's request into the gateway's own, and the gateway's errors back in its words.
+
+An ingress names the paths it serves (and the operation behind each), parses a body into a
+`RoutedRequest`, the internal request every later stage reads, and renders an error in the protocol's
+envelope. OpenAI's chat completions, completions and embeddings come in by `openai.py`; another protocol
+is a module beside it, registered in `gateway/pipeline/__init__.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Protocol
+
+from gateway.backends.base import Operation
+from gateway.errors import InvalidRequest, NanorouteError, PayloadTooLarge
+from gateway.pipeline.context import Receive, RequestContext
+from gateway.routing.request import RoutedRequest
+
+
+class Ingress(Protocol):
+    routes: Mapping[str, Operation]
+    """Path -> the operation a request to it asks for."""
+
+    def parse(self, ctx: RequestContext, raw: bytes) -> RoutedRequest:
+        """The request, from its body and headers; raises a ClientError for one that is not valid."""
+
+    def error_body(self, exc: NanorouteError) -> bytes:
+        """The error as the protocol's clients expect it."""
+
+
+def request_id(given: bytes | None) -> str:
+    """The client's X-Request-Id when it is one (printable ASCII, at most 128 characters), else a new one."""
+    if given and len(given) <= 128 and given.isascii() and given.decode().isprintable():
+        return given.decode()
+    return os.urandom(16).hex()  # 32 random hex digits like uuid4().hex, without a UUID object (2 us of 3)
+
+
+async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
+    """The whole body, at most `limit` bytes; raises PayloadTooLarge past it."""
+    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+        raise PayloadTooLarge(f"The request body is over the gateway's limit of {limit} bytes")
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    # A chunked body has no content-length, and the server may hand it over whole in one message.
+    if len(body) > limit:
+        raise PayloadTooLarge(f"The request body is over the gateway's limit of {limit} bytes")
+    if not message.get("more_body", False):
+        return body
+    parts = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequest("The client went away before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is over the gateway's limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
