@@ -45,6 +45,9 @@ An `UpstreamError` says what may help through four flags: `fallback` (another mo
 `unhealthy` (it counts against the model's circuit breaker). docs/reliability.md has the table.
 
 Foreign exceptions (aiohttp, asyncio, litellm) are translated into this tree only at the backend boundary.
+
+The classes below repeat one shape (class attributes that say what each error is); that is the tree
+itself, written out, rather than code that one helper could share.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from gateway.backends.base import Attempt, Operation, Reply, attempt_limit, read
 from gateway.backends.replica import Replica
 from gateway.config import schema
 from gateway.config.table import ModelRoute, RoutingTable
+
+# Much the same classes as openai.py imports: every backend words its failures in the one tree of errors.py.
 from gateway.errors import (
     ContentFiltered,
     ContextLengthExceeded,

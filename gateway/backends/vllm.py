@@ -30,9 +30,9 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin
 
 import aiohttp
@@ -48,6 +48,8 @@ from gateway.errors import AdapterLoadFailed, UpstreamError
 from gateway.tasks import Background
 
 log = logging.getLogger("nanoroute")
+
+T = TypeVar("T")
 
 MAX_QUEUE_WAIT_S = 60.0
 """The queueing delay assumed while requests wait and none has finished lately."""
@@ -189,22 +191,20 @@ class VllmBackend:
         return attempt, self.replicas[attempt.replica % len(self.replicas)]
 
     async def call(self, attempt: Attempt) -> Reply:
-        attempt, r = self._place(attempt)
-        await self._ensure(r, attempt)
-        try:
-            return await self.transport.call(r.url + attempt.op.value, attempt)
-        except _NotServed:
-            await self._reload(r, attempt)
-            return await self.transport.call(r.url + attempt.op.value, attempt)
+        return await self._send(attempt, self.transport.call)
 
     async def stream(self, attempt: Attempt) -> ReplyStream:
+        return await self._send(attempt, self.transport.stream)
+
+    async def _send(self, attempt: Attempt, send: Callable[[str, Attempt], Awaitable[T]]) -> T:
+        """Send the attempt to its replica, its adapter loaded there first; once more if the replica lost it."""
         attempt, r = self._place(attempt)
         await self._ensure(r, attempt)
         try:
-            return await self.transport.stream(r.url + attempt.op.value, attempt)
+            return await send(r.url + attempt.op.value, attempt)
         except _NotServed:
             await self._reload(r, attempt)
-            return await self.transport.stream(r.url + attempt.op.value, attempt)
+            return await send(r.url + attempt.op.value, attempt)
 
     def _not_served(self, attempt: Attempt) -> UpstreamError | None:
         """A 404 for an adapter: the replica lost it (a restart, an unload); it is loaded again."""

@@ -52,6 +52,8 @@ class Headers:
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.authorization = self.content_length = self.request_id = self.task = self.pin = None
         self.x_api_key = self.api_key = None
+        # One comparison chain rather than a dict of names: it runs for every header of every request, and
+        # a request holds a dozen headers or so.
         for name, value in raw:
             if name == b"authorization":
                 self.authorization = value

@@ -65,6 +65,8 @@ class AccessLog:
         accesslog.write(ctx.record)
 
 
+# Captured and Compared share their shape (an optional part of the context handed to its owner): each is one
+# owner's observer, so that registering or dropping one is one line in build().
 class Captured:
     """A sampled request, queued to be written with its answer."""
 
