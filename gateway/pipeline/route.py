@@ -10,7 +10,7 @@ from __future__ import annotations
 from gateway.capture.capture import Capture
 from gateway.pipeline.context import RequestContext
 from gateway.rollout import Rollouts
-from gateway.routing.cascade import Gate
+from gateway.routing.cascade import Gate, wants_logprobs
 from gateway.routing.decide import decide
 
 
@@ -35,7 +35,7 @@ class Route:
                 rec.events = []
         if Gate.wanted(decision, req):
             gate = ctx.gate = Gate(decision, req)
-            if not req.stream and gate.policy.cascade and gate.policy.cascade.min_mean_logprob is not None:
+            if not req.stream and wants_logprobs(gate.policy):  # asked for upstream, stripped from the answer
                 req.add_logprobs = not req.body.get("logprobs")
         ctx.decision = decision
 

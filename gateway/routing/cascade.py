@@ -30,6 +30,7 @@ _REFUSALS = re.compile(
 
 
 def wants_logprobs(policy: PolicyRoute) -> bool:
+    """Whether the policy's cascade checks log-probabilities (which the gateway then asks the upstream for)."""
     return policy.cascade is not None and policy.cascade.min_mean_logprob is not None
 
 
