@@ -1,4 +1,7 @@
-"""Run the gateway under uvicorn (uvloop + httptools), one process or several workers."""
+"""Run the gateway under uvicorn (uvloop + httptools), one process or several workers.
+
+uvicorn's options, which say how connections are treated, come from `gateway.serving`, shared with the tests.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import uvicorn
 from gateway import accesslog
 from gateway.app import Gateway, create_app
 from gateway.config.loader import load_file
+from gateway.serving import uvicorn_options
 from gateway.settings import Settings
 
 
@@ -31,24 +35,14 @@ def configure_logging(settings: Settings) -> None:
 def run(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     configure_logging(settings)
-    options = dict(
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
-    )
+    options = dict(host=settings.host, port=settings.port, loop="uvloop", log_level=settings.log_level,
+                   **uvicorn_options(settings))
     if settings.workers > 1:
         load_file(settings.config_path)  # fail here, once, rather than in every worker
         _multiprocess_metrics_dir()
-        uvicorn.run("gateway.server:app_factory", factory=True, workers=settings.workers, **options)  # type: ignore[arg-type]
+        uvicorn.run("gateway.server:app_factory", factory=True, workers=settings.workers, **options)
     else:
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings), **options)
 
 
 def _multiprocess_metrics_dir() -> None:

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     )
     admin_key: SecretStr | None = Field(None, description="Enables /admin/* for this Bearer key")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="A larger request line and headers get 431")
+    header_timeout_s: float = Field(10.0, gt=0, description="Seconds to send the request line and headers")
+    body_timeout_s: float = Field(60.0, gt=0, description="Seconds to send the body, from the end of the headers")
+    keep_alive_s: float = Field(5.0, gt=0, description="Seconds an idle keep-alive connection is kept open")
+    max_connections: int = Field(2048, ge=1, description="Open connections per process; more get 503")
     log_level: str = "info"
     access_log: bool = Field(True, description="One JSON line per request on stderr")
     exact_tokens: bool = Field(True, description="Count prompt tokens with tiktoken where available")

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from starlette.requests import ClientDisconnect
 
 from gateway.api.deps import client_key, gateway
 from gateway.errors import InvalidRequest, PayloadTooLarge
@@ -36,11 +37,15 @@ async def post_feedback(request: Request, key_id: str | None = Depends(client_ke
 
 async def _body(request: Request) -> bytes:
     parts, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"A feedback body is at most {MAX_BODY_BYTES} bytes")
-        parts.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise PayloadTooLarge(f"A feedback body is at most {MAX_BODY_BYTES} bytes")
+            parts.append(chunk)
+    except ClientDisconnect:
+        # Gone, or cut off by the server's body deadline: a client error like any other, not a traceback per client.
+        raise InvalidRequest("The client went away before sending the whole body") from None
     return b"".join(parts)
 
 

@@ -17,6 +17,7 @@ import uvicorn
 from aiohttp import web
 
 from gateway.app import Gateway, create_app
+from gateway.serving import uvicorn_options
 from gateway.settings import Settings
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.upstream import FakeUpstream
@@ -110,9 +111,9 @@ class Servers:
         path = self.tmp / f"config-{len(self._gateways)}.yaml"
         path.write_text(config)
         port = free_port()
-        app = create_app(Settings(config=path, port=port, **settings))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", http="httptools",
-                                               lifespan="on", access_log=False, log_level="warning"))
+        resolved = Settings(config=path, port=port, **settings)
+        server = uvicorn.Server(uvicorn.Config(create_app(resolved), host="127.0.0.1", port=port, loop="none",
+                                               log_level="warning", **uvicorn_options(resolved)))
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
 
         async def start() -> asyncio.Task[None]:
