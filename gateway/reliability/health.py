@@ -290,9 +290,10 @@ class Health:
                           loop.time() + min(CHECK_TIMEOUT_S, spec.timeouts.ttft_s))
         try:
             await backend.call(attempt)
-        except UpstreamError as exc:
-            failing = exc.unhealthy
-            why = exc.message
+        except UpstreamTimeout as exc:  # no answer within the check's own time (its deadline), whatever the phase
+            failing, why = True, exc.message
+        except UpstreamError as exc:  # a rejection of the check's request (a 4xx) means the model answered
+            failing, why = exc.unhealthy, exc.message
         except Exception:  # a bug: do not open on it
             log.exception("breaker check of model '%s' failed", model.name)
         finally:

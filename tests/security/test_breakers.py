@@ -100,3 +100,20 @@ models:
     m = Scrape(base)
     assert m.value("nanoroute_circuit_open", model="m") == 1
     assert m.value("nanoroute_breaker_checks_total", model="m") == 0
+
+
+def test_a_model_that_hangs_fails_its_check_and_opens(servers: Servers) -> None:
+    from tests.fakes.upstream import FakeUpstream
+
+    main: FakeUpstream = servers.upstream("main", behaviour="hang")
+    base = servers.gateway(f"""
+backends:
+  b: {{type: openai, url: "{main.url}", timeouts: {{total_s: 0.5, ttft_s: 0.5}},
+      breaker: {{consecutive_failures: 2, cooldown_s: 30}}}}
+models:
+  m: {{backend: b}}
+""")
+    for _ in range(2):
+        assert httpx.post(f"{base}/chat/completions", json={"model": "m", "messages": []}).status_code == 504
+    wait_until(lambda: Scrape(base).value("nanoroute_circuit_open", model="m") == 1)  # the check timed out too
+    assert Scrape(base).value("nanoroute_breaker_checks_total", model="m", result="failing") == 1
