@@ -7,6 +7,7 @@ scripts/lock.py; these tests name what to run.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import tomllib
@@ -128,6 +129,14 @@ def test_the_lock_asks_for_nothing_that_pyproject_no_longer_requires(lock: str) 
             assert pin.via, f"{lock}: nothing asks for {name}: {REFRESH}"
             assert {canonicalize_name(v.split()[0]) for v in pin.via} <= {*pins, "nanoroute"}, (
                 f"{lock}: {name} comes in through {sorted(pin.via)}, which the lock does not pin: {REFRESH}")
+
+
+def test_the_data_taken_from_litellms_wheel_comes_from_the_locked_release() -> None:
+    # The gateway reads prices from gateway/config/costmap.json, without litellm: a refresh that moves
+    # litellm's pin and not the file (scripts/lock.py runs scripts/litellm_data.py) would leave them behind.
+    source = json.loads((REPO / "gateway" / "config" / "costmap.json").read_text())["source"]
+    [pin] = read_lock(LOCKS / "runtime.lock")["litellm"]
+    assert (source["package"], source["version"]) == ("litellm", pin.version), REFRESH
 
 
 def _install_commands() -> list[list[str]]:
