@@ -8,7 +8,7 @@ usage: python scripts/litellm_data.py
     gateway/routing/cl100k_base.tiktoken tiktoken's cl100k_base encoding (1.7 MB), which litellm bundles so
                                          that tiktoken fetches nothing; checked against tiktoken's own sha256
 
-Both come from the litellm wheel that requirements/runtime.lock pins, downloaded with pip and
+Both come from the litellm wheel that requirements/runtime-litellm.lock pins, downloaded with pip and
 checked against the lock's sha256 before it is opened. scripts/lock.py runs this after writing the locks,
 so a refresh that moves litellm moves the prices with it: review them in the diff like the pins.
 """
@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from gateway.config import costmap  # noqa: E402  (the repository's, not an installed one)
 from gateway.routing import tokens  # noqa: E402
 
-LOCK = REPO / "requirements" / "runtime.lock"
+LOCK = REPO / "requirements" / "runtime-litellm.lock"
 COST_MAP = f"litellm/{costmap.SOURCE}"
 # tiktoken's cache name for the encoding's URL (the SHA-1 of
 # https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken), where litellm keeps the file.
@@ -40,7 +40,7 @@ CL100K = "litellm/litellm_core_utils/tokenizers/9b5ad71b2ce5302211f9c61530b329a4
 def locked_litellm() -> str:
     """litellm's pin in the lock with its hashes, as one requirement line for `pip --require-hashes`."""
     if not LOCK.exists():
-        sys.exit(f"scripts/litellm_data.py: no {LOCK.relative_to(REPO)}: python scripts/lock.py")
+        sys.exit(f"scripts/litellm_data.py: no {LOCK.relative_to(REPO)}: python scripts/lock.py --extra litellm")
     found = re.search(r"^litellm==\S+(?: ;[^\\\n]*)?(?:\s*\\\n\s*--hash=sha256:[0-9a-f]{64})+", LOCK.read_text(), re.M)
     if found is None:
         sys.exit(f"scripts/litellm_data.py: {LOCK.relative_to(REPO)} pins no litellm")

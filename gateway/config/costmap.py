@@ -2,8 +2,8 @@
 
 litellm ships `model_prices_and_context_window_backup.json` inside its package (3.4 MB, some 270 fields per
 model). `costmap.json` beside this module holds the part of it the gateway reads, the `FIELDS` of each model,
-taken from the litellm release that requirements/runtime.lock pins by scripts/litellm_data.py (which
-`scripts/lock.py` runs): every install has the same prices, whether or not litellm is installed. It is read
+taken from the litellm release that requirements/runtime-litellm.lock pins by scripts/litellm_data.py (which
+`scripts/lock.py` runs): every install has the same prices, with or without the `litellm` extra. It is read
 once per process, at config load.
 """
 

@@ -132,10 +132,10 @@ def test_the_lock_asks_for_nothing_that_pyproject_no_longer_requires(lock: str) 
 
 
 def test_the_data_taken_from_litellms_wheel_comes_from_the_locked_release() -> None:
-    # The gateway reads prices from gateway/config/costmap.json, without litellm: a refresh that moves
+    # The default image reads prices from gateway/config/costmap.json, without litellm: a refresh that moves
     # litellm's pin and not the file (scripts/lock.py runs scripts/litellm_data.py) would leave them behind.
     source = json.loads((REPO / "gateway" / "config" / "costmap.json").read_text())["source"]
-    [pin] = read_lock(LOCKS / "runtime.lock")["litellm"]
+    [pin] = read_lock(LOCKS / "runtime-litellm.lock")["litellm"]
     assert (source["package"], source["version"]) == ("litellm", pin.version), REFRESH
 
 
@@ -168,5 +168,5 @@ def test_the_install_script_installs_only_hashed_wheels_and_its_own_wheel_withou
 def test_the_install_script_reads_the_locks_this_test_checks() -> None:
     text = INSTALL_SCRIPT.read_text()
     assert "locks=$src/requirements" in text
-    for lock in ("build.lock", "runtime.lock"):
+    for lock in ("build.lock", "runtime.lock", "runtime-$extra.lock"):  # the last: an extra's, e.g. the litellm image
         assert f'"$locks/{lock}"' in text

@@ -15,7 +15,7 @@ from gateway.config import costmap
 
 
 def litellms_file() -> Path:
-    """litellm's own, whole file, in the installed litellm (a runtime dependency, for now)."""
+    """litellm's own, whole file, in the installed litellm (the test extra has it)."""
     spec = importlib.util.find_spec("litellm")
     assert spec is not None and spec.origin is not None
     return Path(spec.origin).with_name(costmap.SOURCE)
@@ -35,7 +35,7 @@ def packaged() -> dict[str, dict[str, Any]]:
 def test_the_map_is_litellms_trimmed_to_the_fields_lookup_reads() -> None:
     # tests/security/test_supply_chain.py checks, offline, that the map comes from the locked litellm release.
     if importlib.metadata.version("litellm") != costmap.source()["version"]:
-        pytest.skip("the installed litellm is not the release requirements/runtime.lock pins")
+        pytest.skip("the installed litellm is not the release requirements/runtime-litellm.lock pins")
     raw = litellms_file().read_bytes()
     assert hashlib.sha256(raw).hexdigest() == costmap.source()["sha256"]
     assert packaged() == costmap.trim(json.loads(raw))

@@ -46,7 +46,7 @@ def test_the_approximation_is_characters_over_four_plus_four_per_message(body: d
 
 
 def reference_cl100k(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """tiktoken's own cl100k_base, from the copy of the file that litellm bundles (a runtime dependency, for now)."""
+    """tiktoken's own cl100k_base, from the copy of the file that litellm bundles (the test extra has it)."""
     spec = importlib.util.find_spec("litellm")
     assert spec is not None and spec.origin is not None
     cache = Path(spec.origin).parent / "litellm_core_utils" / "tokenizers"
