@@ -3,6 +3,7 @@
 # Runtime dependencies only, at the versions of requirements/runtime.lock: no torch, no vLLM (vLLM runs in its
 # own image), no compiler, no pip, and no litellm. `--build-arg EXTRAS=litellm` builds the image that also runs
 # `type: litellm` backends (Anthropic, Gemini, Bedrock...), from requirements/runtime-litellm.lock.
+# scripts/image.sh builds and smoke-tests both without a Docker daemon.
 #
 # Config: without NANOROUTE_CONFIG the gateway serves its embedded default config. Mount a file and point
 # NANOROUTE_CONFIG at it (the Helm chart mounts its ConfigMap at /etc/nanoroute and sets
