@@ -15,6 +15,10 @@ Every run refreshes the locks already in requirements/; `--extra NAME` adds an e
 pyproject.toml still allows are kept (a refresh after editing pyproject.toml moves only what it must);
 `--upgrade` moves every pin to the newest allowed release, `--upgrade-package NAME` only NAME's.
 
+With requirements/runtime-litellm.lock, a run then runs scripts/litellm_data.py, which takes the cost map
+and tiktoken's cl100k_base file from the litellm wheel that lock pins (the default image reads them without
+litellm).
+
 uv is a development tool (`pip install -e '.[dev]'`), taken from this interpreter's environment or PATH.
 """
 
@@ -92,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     _compile(uv, "pyproject.toml", LOCKS / "runtime.lock", options)
     for extra in sorted({*_existing_extras(), *args.extra}):
         _compile(uv, "pyproject.toml", LOCKS / f"runtime-{extra}.lock", [*options, "--extra", extra])
+    if (LOCKS / "runtime-litellm.lock").exists():
+        subprocess.run([sys.executable, str(REPO / "scripts" / "litellm_data.py")], check=True)
 
 
 if __name__ == "__main__":

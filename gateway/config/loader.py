@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
+import importlib.util
 import os
 import re
 import time
@@ -36,6 +37,9 @@ from gateway.config.table import (
 from gateway.errors import ConfigError
 
 Problems = list[tuple[str, str]]
+
+LITELLM_MISSING = ("needs litellm, which this installation does not have: install nanoroute[litellm], or run the "
+                   "image built with EXTRAS=litellm (docs/deploy.md, \"The image\")")
 
 
 def load_file(path: str | os.PathLike[str]) -> RoutingTable:
@@ -171,6 +175,8 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
             warnings.append(f"backend '{name}': environment variable {env} is not set")
         if backend.api_key_env and backend.api_key_file:
             problems.append((_at(root, ("backends", name)), "give api_key_env or api_key_file, not both"))
+        if isinstance(backend, schema.LitellmBackend) and not _installed("litellm"):
+            problems.append((_at(root, ("backends", name, "type")), LITELLM_MISSING))
 
     models: dict[str, ModelRoute] = {}
     adapters_dir = adapters_dir_of(cfg, source)
@@ -369,6 +375,11 @@ def _model_route(name: str, m: schema.Model, backend: schema.Backend, warnings: 
         adapter_path=manifest_mod.location(manifest, adapters_dir) if manifest and adapters_dir else None,
         adapter_base=manifest.base_model if manifest is not None else None,
     )
+
+
+def _installed(package: str) -> bool:
+    """Whether `package` can be imported, found without importing it (litellm's import takes seconds)."""
+    return importlib.util.find_spec(package) is not None
 
 
 def _unknown(kind: str, name: str, known: Any) -> str:

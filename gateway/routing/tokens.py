@@ -1,39 +1,52 @@
 """Counting a request's prompt tokens, for cost and context estimates.
 
-With `tiktoken` and its `cl100k_base` encoding available offline (litellm bundles the file), text is
-counted exactly for OpenAI's tokenizer family; otherwise, and for every model when `exact` is off,
-one token per four characters (OpenAI's rule of thumb for English). Both add 4 tokens per chat
-message for the role and separators. Other models' tokenizers differ by some percent either way:
-these are estimates for routing, not billing (billing uses the upstream's own usage).
+With `tiktoken` available, text is counted exactly for OpenAI's tokenizer family with the `cl100k_base`
+encoding, read from `cl100k_base.tiktoken` beside this module (the file tiktoken would download, taken from
+litellm's wheel by scripts/litellm_data.py and checked against the sha256 that tiktoken itself expects), so
+nothing is fetched and litellm is not needed. Otherwise, and for every model when `exact` is off, one token per
+four characters (OpenAI's rule of thumb for English). Both add 4 tokens per chat message for the role and
+separators. Other models' tokenizers differ by some percent either way: these are estimates for routing, not
+billing (billing uses the upstream's own usage).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
+import base64
+import hashlib
 from pathlib import Path
 from typing import Any, Protocol
 
 PER_MESSAGE = 4
+
+CL100K_PATH = Path(__file__).with_name("cl100k_base.tiktoken")
+CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+# cl100k_base as tiktoken_ext.openai_public defines it (an encoding never changes once published).
+_CL100K_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|"""
+                   r"""\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
+_CL100K_SPECIAL = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
+                   "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
 
 
 class Encoder(Protocol):
     def encode_ordinary(self, text: str) -> list[int]: ...
 
 
-def load_encoder() -> Encoder | None:
-    """cl100k_base from the files litellm bundles, so nothing is fetched; None when unavailable."""
+def load_encoder(path: Path = CL100K_PATH) -> Encoder | None:
+    """cl100k_base from the packaged file; None without tiktoken, or when the file is missing or altered."""
     try:
         import tiktoken
     except ImportError:
         return None
-    spec = importlib.util.find_spec("litellm")
-    if spec is not None and spec.origin is not None and "TIKTOKEN_CACHE_DIR" not in os.environ:
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(Path(spec.origin).parent / "litellm_core_utils" / "tokenizers")
     try:
-        return tiktoken.get_encoding("cl100k_base")
-    except Exception:  # no cached file and no network: fall back to the approximation
+        data = path.read_bytes()
+    except OSError:
         return None
+    if hashlib.sha256(data).hexdigest() != CL100K_SHA256:
+        return None
+    # The file's format, as tiktoken.load.load_tiktoken_bpe reads it: one "base64(token) rank" per line.
+    ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+    return tiktoken.Encoding("cl100k_base", pat_str=_CL100K_PATTERN, mergeable_ranks=ranks,
+                             special_tokens=_CL100K_SPECIAL)
 
 
 def text_of(body: dict[str, Any]) -> tuple[str, int]:

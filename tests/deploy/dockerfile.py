@@ -19,12 +19,14 @@ class Instruction:
     args: str  # the rest of the instruction, continuations joined
     line: int
 
-    def words(self) -> list[str]:
-        """Exec form as a list, shell form split as a shell would."""
+    def words(self, args: dict[str, str] | None = None) -> list[str]:
+        """Exec form as a list, shell form split as a shell would, with `args` (build arguments) substituted
+        for `$NAME` and `${NAME}` in shell form."""
         if self.args.startswith("["):
             words: list[str] = json.loads(self.args)
             return words
-        return shlex.split(self.args)
+        values = args or {}
+        return [re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values[m[1] or m[2]], w) for w in shlex.split(self.args)]
 
     def options(self) -> tuple[dict[str, str], list[str]]:
         """Leading `--name=value` options, and the words after them."""
@@ -49,6 +51,14 @@ class Stage:
         found = self.all(keyword)
         assert found, f"stage {self.name or self.base} has no {keyword}"
         return found[-1]
+
+    def build_args(self) -> dict[str, str]:
+        """The stage's ARGs with their defaults (quotes removed), as `--build-arg` would override them."""
+        out: dict[str, str] = {}
+        for ins in self.all("ARG"):
+            key, _, default = ins.args.partition("=")
+            out[key] = "".join(shlex.split(default))
+        return out
 
     def env(self) -> dict[str, str]:
         """The ENV instructions' variables (KEY=VALUE form), in order, later ones winning."""

@@ -188,10 +188,12 @@ def test_the_images_install_steps_make_a_working_gateway(dockerfile: Dockerfile,
     root = tmp_path / "image"
     build, runtime = dockerfile.stage("build"), dockerfile.stage("runtime")
 
-    # The build stage: its files, then its RUN line, with the image's absolute paths moved under root.
+    # The build stage: its files, then its RUN line with the default build arguments (no extras: the default
+    # image), with the image's absolute paths moved under root.
     workdir = _lay_out_build_context(build, root)
     [run] = build.all("RUN")
-    command = [_in_root(w, root) for w in run.words()]
+    assert build.build_args() == {"EXTRAS": ""}
+    command = [_in_root(w, root) for w in run.words(build.build_args())]
     assert "install-runtime.sh" in command[1]
     built = subprocess.run(command, cwd=root / workdir.lstrip("/"), env={**os.environ, "PYTHON": sys.executable},
                            capture_output=True, text=True, timeout=540, check=False)
@@ -199,11 +201,12 @@ def test_the_images_install_steps_make_a_working_gateway(dockerfile: Dockerfile,
     [copy] = runtime.all("COPY")
     venv = root / copy.options()[1][0].lstrip("/")
 
-    # Only nanoroute and what it needs at run time: no pip, no test or training packages.
+    # Only nanoroute and what it needs at run time: no pip, no test or training packages, and no litellm (an
+    # extra, for `type: litellm` backends), so none of what it pulls in (the openai SDK, botocore, tokenizers).
     installed, needed = _dependency_closure(venv / "bin" / "python")
     assert installed == needed, f"not needed at run time: {sorted(installed - needed)}"
-    # (the openai SDK is there: litellm, a runtime dependency for hosted providers, builds on it)
     assert not installed & {"pip", "setuptools", "torch", "vllm", "pytest", "hypothesis"}
+    assert not installed & {"litellm", "openai", "botocore", "tokenizers", "huggingface-hub", "hf-xet"}
 
     # The runtime stage's environment, PATH entries moved under root, on a free port.
     image_env = runtime.env()
@@ -228,13 +231,26 @@ def test_the_images_install_steps_make_a_working_gateway(dockerfile: Dockerfile,
     assert served.returncode in (0, -signal.SIGTERM), served.output
     assert "Application shutdown complete" in served.output, served.output
 
-    # A mounted config named by NANOROUTE_CONFIG; `nanoroute check` first, as an operator would.
+    # A mounted config named by NANOROUTE_CONFIG; `nanoroute check` first, as an operator would. The issue's
+    # example has an Anthropic backend through litellm, which this image does not have: check says so.
     mounted = root / "etc" / "nanoroute" / "config.yaml"
     mounted.parent.mkdir(parents=True)
-    shutil.copy(REPO / "tests" / "fixtures" / "issue_example.yaml", mounted)
+    example = (REPO / "tests" / "fixtures" / "issue_example.yaml").read_text()
+    mounted.write_text(example)
+    checked = subprocess.run([program, "check", str(mounted)], env=env, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert checked.returncode == 1 and "backends.anthropic.type (line 4)" in checked.stderr, checked.stderr
+    assert "nanoroute[litellm]" in checked.stderr and "EXTRAS=litellm" in checked.stderr
+    served = subprocess.run([program, *entry[1:]], env={**env, "NANOROUTE_CONFIG": str(mounted)},
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert served.returncode != 0 and "nanoroute[litellm]" in served.stdout + served.stderr
+    # Without it, everything else loads: prices from the packaged cost map (gpt-4o-mini sets none).
+    mounted.write_text(example.replace("anthropic: {type: litellm", "anthropic: {type: openai, url: https://api"
+                                       ".anthropic.com/v1").replace(", provider: anthropic", ""))
     checked = subprocess.run([program, "check", str(mounted)], env=env, capture_output=True, text=True,
                              timeout=60, check=False)
     assert checked.returncode == 0, checked.stderr
+    assert "gpt-4o-mini': no price" not in checked.stderr
     version = checked.stdout.split("(version ")[1].split(")")[0]
     with _serving([program, *entry[1:]], {**env, "NANOROUTE_CONFIG": str(mounted)}, port):
         status, ready = _get(f"http://127.0.0.1:{port}/readyz")

@@ -7,6 +7,7 @@ scripts/lock.py; these tests name what to run.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import tomllib
@@ -130,6 +131,14 @@ def test_the_lock_asks_for_nothing_that_pyproject_no_longer_requires(lock: str) 
                 f"{lock}: {name} comes in through {sorted(pin.via)}, which the lock does not pin: {REFRESH}")
 
 
+def test_the_data_taken_from_litellms_wheel_comes_from_the_locked_release() -> None:
+    # The default image reads prices from gateway/config/costmap.json, without litellm: a refresh that moves
+    # litellm's pin and not the file (scripts/lock.py runs scripts/litellm_data.py) would leave them behind.
+    source = json.loads((REPO / "gateway" / "config" / "costmap.json").read_text())["source"]
+    [pin] = read_lock(LOCKS / "runtime-litellm.lock")["litellm"]
+    assert (source["package"], source["version"]) == ("litellm", pin.version), REFRESH
+
+
 def _install_commands() -> list[list[str]]:
     """The script's commands, continuations joined, as words (the install_locked function's body included)."""
     lines = INSTALL_SCRIPT.read_text().replace("\\\n", " ").splitlines()
@@ -159,5 +168,5 @@ def test_the_install_script_installs_only_hashed_wheels_and_its_own_wheel_withou
 def test_the_install_script_reads_the_locks_this_test_checks() -> None:
     text = INSTALL_SCRIPT.read_text()
     assert "locks=$src/requirements" in text
-    for lock in ("build.lock", "runtime.lock"):
+    for lock in ("build.lock", "runtime.lock", "runtime-$extra.lock"):  # the last: an extra's, e.g. the litellm image
         assert f'"$locks/{lock}"' in text

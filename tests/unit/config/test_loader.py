@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import get_args
 
@@ -459,3 +460,17 @@ def test_the_table_is_frozen() -> None:
 def test_load_text_accepts_bytes_and_str_alike() -> None:
     assert load_text(GLOBS.encode()).version == load_text(GLOBS).version
     assert os.fspath(load_text(GLOBS).source) == "<config>"
+
+
+def test_a_litellm_backend_without_litellm_installed_names_the_extra(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The default image has no litellm: the config fails at load (`nanoroute check`, start-up, a live reload)
+    # rather than at the first request. None in sys.modules is how Python marks a package as not importable.
+    text = "backends:\n  a: {type: openai, url: http://127.0.0.1:9/v1}\n  b: {type: litellm, provider: anthropic}\n"
+    text += "models:\n  m: {backend: a}\n  n: {backend: b}\n"
+    assert load_text(text).models["n"].backend == "b"  # with litellm (the test extra has it), it loads
+    monkeypatch.setitem(sys.modules, "litellm", None)
+    err = load_error(tmp_path, text)
+    [(where, why)] = err.problems
+    assert where == "backends.b.type (line 3)"
+    assert "nanoroute[litellm]" in why and "EXTRAS=litellm" in why

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -45,27 +45,40 @@ def test_the_approximation_is_characters_over_four_plus_four_per_message(body: d
     assert tokens.count(body, None) == expected
 
 
-@pytest.fixture
-def no_cache_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unset TIKTOKEN_CACHE_DIR for the test, and restore whatever it was afterwards."""
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
-    monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
-
-
-def test_tiktoken_loads_from_litellms_bundled_file(no_cache_dir: None) -> None:
-    encoder = tokens.load_encoder()
-    assert encoder is not None
-    cache = Path(os.environ["TIKTOKEN_CACHE_DIR"])
-    assert cache.parts[-2:] == ("litellm_core_utils", "tokenizers")
+def reference_cl100k(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """tiktoken's own cl100k_base, from the copy of the file that litellm bundles (the test extra has it)."""
+    spec = importlib.util.find_spec("litellm")
+    assert spec is not None and spec.origin is not None
+    cache = Path(spec.origin).parent / "litellm_core_utils" / "tokenizers"
     # tiktoken names a cached file by the SHA-1 of its URL: the file is there, so nothing is fetched.
     assert (cache / hashlib.sha1(CL100K_URL.encode()).hexdigest()).is_file()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    import tiktoken
+
+    return tiktoken.get_encoding("cl100k_base")
+
+
+def test_cl100k_loads_from_the_packaged_file_and_is_tiktokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "/nonexistent")  # were anything fetched or cached, it would fail
+    encoder = tokens.load_encoder()
+    assert encoder is not None
     assert encoder.encode_ordinary("tiktoken is great!") == [83, 1609, 5963, 374, 2294, 0]
+    assert hashlib.sha256(tokens.CL100K_PATH.read_bytes()).hexdigest() == tokens.CL100K_SHA256
+    reference = reference_cl100k(monkeypatch)
+    assert isinstance(encoder, type(reference))
+    assert (encoder.name, encoder._pat_str, encoder._special_tokens) == (
+        reference.name, reference._pat_str, reference._special_tokens)
+    assert encoder._mergeable_ranks == reference._mergeable_ranks
+    text = "Ünïcode, numbers 1234567 and   spaces\r\n<|endoftext|> tabs\t"
+    assert encoder.encode_ordinary(text) == reference.encode_ordinary(text)
 
 
-def test_an_existing_cache_dir_is_left_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
-    tokens.load_encoder()
-    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path)
+def test_an_altered_or_missing_file_is_not_used(tmp_path: Path) -> None:
+    altered = tmp_path / "cl100k_base.tiktoken"
+    altered.write_bytes(tokens.CL100K_PATH.read_bytes().replace(b" 0\n", b" 1\n", 1))
+    assert tokens.load_encoder(altered) is None  # the approximation instead
+    assert tokens.load_encoder(tmp_path / "missing") is None
+    assert tokens.load_encoder(tokens.CL100K_PATH) is not None
 
 
 def test_exact_counts_with_cl100k() -> None:
