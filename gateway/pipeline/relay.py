@@ -7,7 +7,8 @@ its usage read on the way (`sse.UsageTap`). The record ends up holding what obse
 that answered, the failures before it, the upstream's usage, and, when asked (`rec.keep`), the answer.
 
 A stream that fails after its first bytes reached the client cannot switch models: it ends with an
-error event in OpenAI's shape, so SDKs raise instead of returning a silently truncated answer.
+error event, worded by the request's ingress, so SDKs raise instead of returning a silently truncated
+answer.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ async def _send_stream(ctx: RequestContext, upstream: ReplyStream, replay: bytes
     except UpstreamError as exc:
         # Bytes already reached the client: no other model may answer now. End with an error event.
         rec.outcome, rec.error = Outcome.STREAM_ERROR, exc.message
-        await send({"type": "http.response.body", "body": b"data: " + exc.envelope() + b"\n\n", "more_body": True})
+        event = b"data: " + ctx.ingress.error_body(exc) + b"\n\n"
+        await send({"type": "http.response.body", "body": event, "more_body": True})
     finally:
         await upstream.aclose()
     rec.usage = tap.usage
