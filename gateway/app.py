@@ -76,24 +76,22 @@ class Gateway:
             self.metrics.adapter_loads.labels(backend, adapter, outcome).inc()
 
     async def apply(self, table: RoutingTable) -> None:
-        """Swap in a new, valid table (a reload)."""
-        await self._install(table)
-
-    async def _install(self, table: RoutingTable) -> None:
-        """Build the snapshot for `table` and make it the current one. Backends whose settings did not change
-        keep their pools; the others are built anew, and the replaced ones closed once requests still using
-        them are done."""
+        """Build the snapshot for a new, valid `table` and make it the current one: at start, and at each
+        reload. Backends whose settings did not change keep their pools; the others are built anew, and the
+        replaced ones closed once requests still using them are done."""
         old = self._state
+        kept = old.backends if old is not None else {}
+        kept_specs = old.table.config.backends if old is not None else {}
         backends: dict[str, Backend] = {}
         for name, spec in table.config.backends.items():
-            current = old.backends.get(name) if old is not None else None
-            if current is not None and old is not None and old.table.config.backends[name] == spec:
-                backends[name] = current
-                current.configure(table)
+            backend = kept.get(name)
+            if backend is not None and kept_specs[name] == spec:
+                backend.configure(table)
             else:
-                backends[name] = build_backend(name, spec, self._vllm_hooks)
-                backends[name].configure(table)
-                await backends[name].start()
+                backend = build_backend(name, spec, self._vllm_hooks)
+                backend.configure(table)
+                await backend.start()
+            backends[name] = backend
         for warning in table.warnings:
             log.warning("config %s: %s", table.source, warning)
         self._warn_keys(table)
@@ -101,7 +99,7 @@ class Gateway:
         self.metrics.config_loaded(table.version, list(table.models))
         await self.health.start(table, backends)
         self.rollouts.configure(table, backends)
-        retired = [b for name, b in (old.backends.items() if old is not None else ()) if backends.get(name) is not b]
+        retired = [b for name, b in kept.items() if backends.get(name) is not b]
         if retired:
             self._background.start(_close_later(retired), f"close {len(retired)} replaced backend(s)")
 
@@ -137,7 +135,7 @@ class Gateway:
         if not s.metrics_on_api and s.metrics_port is None:
             log.warning("NANOROUTE_METRICS_ON_API is false and NANOROUTE_METRICS_PORT is unset: /metrics is served "
                         "nowhere")
-        await self._install(self._first)
+        await self.apply(self._first)
         table = self.state.table
         log.info("nanoroute %s serving config %s (version %s)", __version__, table.source, table.version)
         self.reloader.start()

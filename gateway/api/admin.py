@@ -43,9 +43,13 @@ async def config(request: Request) -> dict[str, Any]:
 async def backends(request: Request) -> dict[str, Any]:
     """What each vLLM backend's replicas serve (adapters included), and how busy each is."""
     state = gateway(request).state
-    described = {name: (state.table.config.backends[name], b.describe()) for name, b in state.backends.items()}
-    return {"backends": {name: {"type": spec.type, "queue_wait_s": state.signals.queue_wait(name), "replicas": replicas}
-                         for name, (spec, replicas) in described.items() if replicas is not None}}
+    out: dict[str, Any] = {}
+    for name, backend in state.backends.items():
+        replicas = backend.describe()
+        if replicas is not None:  # a backend that knows its replicas' models (vLLM)
+            out[name] = {"type": state.table.config.backends[name].type,
+                         "queue_wait_s": state.signals.queue_wait(name), "replicas": replicas}
+    return {"backends": out}
 
 
 @router.get("/rollouts")
