@@ -76,8 +76,13 @@ class NanorouteError(Exception):
     def headers(self) -> list[tuple[bytes, bytes]]:
         return _retry_after(self.retry_after)
 
+    @property
+    def public(self) -> str:
+        """What a client is told: the message, unless the error's class says less (`UpstreamError`)."""
+        return self.message
+
     def envelope(self) -> bytes:
-        return error_body(self.message, self.type, self.code, self.param)
+        return error_body(self.public, self.type, self.code, self.param)
 
 
 class ConfigError(NanorouteError):
@@ -197,9 +202,6 @@ class UpstreamError(NanorouteError):
     @property
     def public(self) -> str:
         return self.message if self.message_is_public else self.public_message
-
-    def envelope(self) -> bytes:
-        return error_body(self.public, self.type, self.code, self.param)
 
 
 class UpstreamConnectError(UpstreamError):
@@ -379,17 +381,22 @@ class AllAttemptsFailed(NanorouteError):
         parts = "; ".join(f"{e.model} ({e.backend}): {e.message}" for e in self.errors)
         n = len(self.errors)
         super().__init__(f"All {n} attempt(s) for policy '{policy}' failed: {parts}")
-        self.public = (f"All {n} attempt(s) for policy '{policy}' failed: "
-                       + "; ".join(f"{e.model}: {e.public}" for e in self.errors))
+        self._public = (f"All {n} attempt(s) for policy '{policy}' failed: "
+                        + "; ".join(f"{e.model}: {e.public}" for e in self.errors))
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return self.errors[-1].headers()
+
+    @property
+    def public(self) -> str:
+        """Each attempt's model and its own public text."""
+        return self._public
 
     def envelope(self) -> bytes:
         last = self.errors[-1]
         if isinstance(last, UpstreamRejected):
             return last.envelope()
-        return error_body(self.public, self.type, self.code, self.param)
+        return super().envelope()
 
 
 class AllCandidatesUnavailable(AllAttemptsFailed):
@@ -402,16 +409,13 @@ class AllCandidatesUnavailable(AllAttemptsFailed):
         self.status, self.type, self.code = 503, "upstream_error", "models_unavailable"
         waits = [e.retry_after for e in self.errors if isinstance(e, Skipped) and e.retry_after is not None]
         self.retry_after = min(waits, default=1.0)
-        self.message = self.public = (
+        self.message = self._public = (
             f"No model can take the request now for policy '{policy}' (each is open or at capacity); "
             f"retry after {max(1, math.ceil(self.retry_after))} s: " + "; ".join(f"{e.model}: {e.message}"
                                                                                 for e in self.errors))
 
     def headers(self) -> list[tuple[bytes, bytes]]:  # its own wait, not the last error's
         return _retry_after(self.retry_after)
-
-    def envelope(self) -> bytes:
-        return error_body(self.public, self.type, self.code)
 
 
 def _retry_after(seconds: float | None) -> list[tuple[bytes, bytes]]:
