@@ -160,3 +160,7 @@ class RoutingTable:
     """Whether a request that matches no policy may name a catalog model and go straight to it."""
     redactor: Redactor = field(default_factory=Redactor)
     """What captured requests and answers are cleaned with (the config's `capture.redact`)."""
+
+    def key_access(self, key_id: str | None) -> KeyAccess | None:
+        """What the config's `keys` let this client key use; None when they do not limit it."""
+        return self.access.get(key_id) if key_id is not None and self.access else None

@@ -71,7 +71,7 @@ def decide(table: RoutingTable, req: RoutedRequest, signals: Signals) -> Decisio
 
 
 def explain(table: RoutingTable, req: RoutedRequest, signals: Signals) -> Explained:
-    access = table.access.get(req.key_id) if req.key_id is not None and table.access else None
+    access = table.key_access(req.key_id)
     if req.pin is not None:
         return Explained(_pinned(table, req, access))
     for policy in table.policies:
@@ -121,7 +121,7 @@ def _pinned(table: RoutingTable, req: RoutedRequest, access: KeyAccess | None) -
 def client_models(table: RoutingTable, key_id: str | None) -> list[str]:
     """The model names this client may send: catalog models it may use (when direct routing is on, or a
     policy it may match routes any name), and the literal names of the policies it may match."""
-    access = table.access.get(key_id) if key_id is not None and table.access else None
+    access = table.key_access(key_id)
     policies = [p for p in table.policies if access is None or access.may_match(p.name)]
     any_name = any(p.model_pattern is None for p in policies)
     names = [m for m in table.models if (table.direct or any_name) and (access is None or access.may_use(m))]
