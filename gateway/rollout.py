@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.backends.base import Attempt, Backend, Operation
-from gateway.capture.answer import from_reply, from_stream
+from gateway.capture.answer import from_reply, kept
 from gateway.config.table import ModelRoute, RolloutRoute, RoutingTable
 from gateway.distill.evaluate import (
     JUDGE_MAX_TOKENS,
@@ -50,7 +50,7 @@ from gateway.distill.evaluate import (
     judge_verdict,
 )
 from gateway.errors import InvalidRequest, NotFound, UpstreamError
-from gateway.record import MAX_KEPT_BYTES, Outcome, RequestRecord
+from gateway.record import Outcome, RequestRecord
 from gateway.routing.decide import Decision
 from gateway.routing.estimate import usage_cost
 from gateway.routing.request import RoutedRequest
@@ -120,11 +120,8 @@ class Probe:
 
 def served_answer(rec: RequestRecord) -> str | None:
     """The text of the answer the request was served, as its record kept it; None when it kept none."""
-    if rec.reply is not None:
-        return answer_text(from_reply(rec.reply)[0])
-    if rec.events and rec.kept_bytes <= MAX_KEPT_BYTES:
-        return answer_text(from_stream(b"".join(rec.events))[0])
-    return None
+    answer = kept(rec)
+    return answer_text(answer[0]) if answer is not None else None
 
 
 class Rollouts:

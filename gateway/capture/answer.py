@@ -1,7 +1,7 @@
 """The assistant's answer of a captured request, as one chat message: from a JSON reply, or put together
 from the events of a stream (content pieces joined, tool calls merged by index). The first choice only.
 
-Runs in the capture writer's thread, never on the request path.
+Runs off the request path: in the capture writer's thread, and in a rollout's comparison.
 """
 
 from __future__ import annotations
@@ -11,10 +11,22 @@ from typing import Any
 
 import orjson
 
+from gateway.record import MAX_KEPT_BYTES, RequestRecord
+
 Answer = tuple[dict[str, Any], str | None]
 """(the assistant message, its finish_reason)"""
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
+
+
+def kept(rec: RequestRecord) -> Answer | None:
+    """The answer as the request's record kept it (`rec.keep`): from its JSON reply, or from its stream's
+    events; None when it kept none, or only part of one (over `MAX_KEPT_BYTES`)."""
+    if rec.reply is not None:
+        return from_reply(rec.reply)
+    if rec.events and rec.kept_bytes <= MAX_KEPT_BYTES:
+        return from_stream(b"".join(rec.events))
+    return None
 
 
 def from_reply(reply: dict[str, Any]) -> Answer:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.backends.base import Operation
-from gateway.capture.answer import from_reply, from_stream
+from gateway.capture.answer import from_stream, kept
 from gateway.capture.sink import FEEDBACK, Sink, task_set
 from gateway.config.redact import Redactor
 from gateway.errors import StorageUnavailable
@@ -182,7 +182,7 @@ class Capture:
 
 def encode(sample: Sample, rec: RequestRecord) -> bytes:
     """One capture as a JSON line, its request and answer redacted. The format is in docs/configuration.md."""
-    answer, finish = from_reply(rec.reply) if rec.reply is not None else from_stream(b"".join(rec.events or ()))
+    answer, finish = kept(rec) or from_stream(b"")  # none kept: a stream without events (offer() let no long one in)
     assert rec.model is not None
     red = sample.redactor
     record = {
