@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     metrics_on_api: bool = Field(True, description="Serve /metrics on the API port too; false: on METRICS_PORT only")
     metrics: bool = Field(True, description="Count requests in the Prometheus metrics (off only to measure their cost)")
     data_dir: Path = Field(Path(".nanoroute"), description="Where the gateway keeps data: captures, datasets, adapters")
+    store_path: Path | None = Field(None, description="The embedded store's SQLite file; default DATA_DIR/state.db")
+    responses_store: bool = Field(True, description="Keep Responses API answers for `previous_response_id`")
+    responses_ttl_s: float = Field(30 * 86400, gt=0, description="How long a stored Responses API answer is kept")
     capture_dir: Path | None = Field(None, description="Captures and feedback; default DATA_DIR/captures")
     capture_sink: str = Field("local", description="`local` (JSONL files), or `package.module:factory` for another")
     capture_file_bytes: int = Field(64 << 20, ge=1024, description="A capture file is closed past this size")
@@ -66,3 +69,7 @@ class Settings(BaseSettings):
     @property
     def capture_path(self) -> Path:
         return self.capture_dir if self.capture_dir is not None else self.data_dir / "captures"
+
+    @property
+    def store_file(self) -> Path:
+        return self.store_path if self.store_path is not None else self.data_dir / "state.db"

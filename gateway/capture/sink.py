@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
+from gateway.files import private_dir
+
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
@@ -107,19 +109,6 @@ class LocalSink:
                 break
             path.unlink(missing_ok=True)
             total -= size
-
-
-def private_dir(folder: Path) -> None:
-    """Make `folder` and any missing parents, each readable by this user alone (0700); folders that exist
-    already keep their mode (a volume's root, say)."""
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another worker made it first
-            path.mkdir(mode=0o700)
-            path.chmod(0o700)  # whatever the umask
 
 
 def open_private(path: Path) -> IO[bytes]:

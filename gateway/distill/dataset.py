@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.capture.sink import FEEDBACK, files_in, private_dir, task_set, write_private
+from gateway.capture.sink import FEEDBACK, files_in, task_set, write_private
 from gateway.errors import DistillError
+from gateway.files import private_dir
 
 
 @dataclass(frozen=True)
