@@ -1,13 +1,17 @@
 """What one proxied request costs inside the gateway, without the HTTP server: the ASGI handler called
 in process, one request at a time, against the shared harness's mock upstream on another core.
 
-    .venv/bin/python bench/hotpath.py [--n 20000] [--json] [--cpu 1] [--mock-cpu 0]
+    .venv/bin/python bench/hotpath.py [--n 20000] [--json] [--api chat|responses|messages] [--cpu 1] [--mock-cpu 0]
 
 Prints, per request, the CPU time of this process and the wall time to the first body byte handed to
 the server (`ttft`) and to the end. uvicorn's own parsing and sends are not in these figures (see
 `bench/run.sh` for the whole gateway); what is left is the gateway's code and aiohttp's client, which is
 what a change to the hot path moves. Metrics and the access log are on, as by default; access lines
 go to /dev/null.
+
+`--api responses` and `--api messages` send the same request through OpenAI's Responses API and
+Anthropic's Messages API: the mock speaks chat completions only, so each is translated both ways; the
+difference with `--api chat` is what translation costs.
 """
 
 from __future__ import annotations
@@ -35,15 +39,20 @@ HARNESS = Path(os.environ.get("PEERBENCH", ROOT.parent / "shared" / "bench"))
 CONFIG = (ROOT / "bench" / "nanoroute.yaml.tmpl").read_text()
 
 
-def body(stream: bool) -> bytes:
+PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
+
+
+def body(stream: bool, api: str = "chat") -> bytes:
     message = {"role": "user", "content": "Say hello in one short sentence."}
     b: dict[str, Any] = {"model": "small", "messages": [message], "max_tokens": 16}
+    if api == "responses":
+        b = {"model": "small", "input": message["content"], "max_output_tokens": 16, "store": False}
     if stream:
         b["stream"] = True
     return orjson.dumps(b)
 
 
-async def one(app: Any, raw: bytes, marks: list[float]) -> None:
+async def one(app: Any, raw: bytes, marks: list[float], path: str = PATHS["chat"]) -> None:
     sent = False
     gone = asyncio.Event()
 
@@ -61,28 +70,28 @@ async def one(app: Any, raw: bytes, marks: list[float]) -> None:
 
     headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
                (b"content-length", str(len(raw)).encode())]
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": headers,
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers,
              "query_string": b"", "http_version": "1.1", "scheme": "http"}
     await app(scope, receive, send)
 
 
-async def run(n: int, warmup: int, stream: bool, mock_url: str) -> dict[str, float]:
+async def run(n: int, warmup: int, stream: bool, mock_url: str, api: str = "chat") -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(CONFIG.replace("{mock_url}", mock_url))
     settings = Settings(config=Path(f.name), reload_interval_s=0, log_level="warning")
     configure_logging(settings)
     app = create_app(settings)
-    raw = body(stream)
+    raw, path = body(stream, api), PATHS[api]
     ttft: list[float] = []
     total: list[float] = []
     async with app.lifespan():
         for _ in range(warmup):  # pools, caches, the allocator
-            await one(app, raw, [])
+            await one(app, raw, [], path)
         cpu0 = time.process_time()
         for _ in range(n):
             marks: list[float] = []
             t0 = time.perf_counter()
-            await one(app, raw, marks)
+            await one(app, raw, marks, path)
             t1 = time.perf_counter()
             ttft.append(marks[0] - t0)
             total.append(t1 - t0)
@@ -103,6 +112,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--warmup", type=int, default=2000)
     ap.add_argument("--json", action="store_true", help="JSON requests instead of streams")
+    ap.add_argument("--api", choices=list(PATHS), default="chat", help="the API the requests come in by")
     ap.add_argument("--cpu", default="1", help="pin this process to this CPU ('' for no pin)")
     ap.add_argument("--mock-cpu", default="0")
     a = ap.parse_args()
@@ -127,8 +137,8 @@ def main() -> None:
         os.dup2(devnull, 2)  # the access log's lines
         import uvloop
 
-        r = uvloop.run(run(a.n, a.warmup, not a.json, f"http://127.0.0.1:{port}"))
-        mode = "json" if a.json else "stream"
+        r = uvloop.run(run(a.n, a.warmup, not a.json, f"http://127.0.0.1:{port}", a.api))
+        mode = f"{a.api} " + ("json" if a.json else "stream")
         print(f"{mode}: cpu {r['cpu_us']:.0f} us/req, ttft p50 {r['ttft_p50_us']:.0f} us, "
               f"end p50 {r['total_p50_us']:.0f} us (n={a.n})", flush=True)
     finally:

@@ -35,6 +35,8 @@ def line(rec: RequestRecord) -> bytes:
         "latency_ms": round(rec.duration_s * 1000, 3),
         "ttft_ms": round(rec.first_byte_s * 1000, 3) if rec.stream and rec.first_byte_s is not None else None,
     }
+    if rec.usage_estimated:
+        entry["tokens_estimated"] = True  # the stream ended before the upstream's usage
     if rec.error:
         entry["error"] = rec.error
     return orjson.dumps(entry)

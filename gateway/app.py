@@ -38,6 +38,8 @@ from gateway.reliability.health import Health
 from gateway.rollout import Rollouts
 from gateway.routing.signals import Signals
 from gateway.settings import Settings
+from gateway.store import build_store
+from gateway.store.turns import Turns
 from gateway.tasks import Background
 
 log = logging.getLogger("nanoroute")
@@ -56,7 +58,9 @@ class Gateway:
         self.signals = Signals(exact_tokens=settings.exact_tokens)
         self.capture = Capture(build_sink(settings), m, settings.capture_queue, settings.capture_queue_bytes)
         self.rollouts = Rollouts(self.signals, m if settings.metrics else None)
-        self.pipeline = pipeline.build(keys=self.auth, capture=self.capture, rollouts=self.rollouts,
+        self.store = build_store(settings)
+        self.turns = Turns(self.store, settings.responses_ttl_s) if settings.responses_store else None
+        self.pipeline = pipeline.build(keys=self.auth, capture=self.capture, rollouts=self.rollouts, turns=self.turns,
                                        metrics=m if settings.metrics else None, access_log=settings.access_log)
         self._vllm_hooks = VllmHooks(queue_wait=self._queue_wait, adapter_load=self._adapter_load)
         self._first = table
@@ -135,6 +139,7 @@ class Gateway:
         if not s.metrics_on_api and s.metrics_port is None:
             log.warning("NANOROUTE_METRICS_ON_API is false and NANOROUTE_METRICS_PORT is unset: /metrics is served "
                         "nowhere")
+        await self.store.start()
         await self.apply(self._first)
         table = self.state.table
         log.info("nanoroute %s serving config %s (version %s)", __version__, table.source, table.version)
@@ -154,6 +159,9 @@ class Gateway:
             await self.health.stop()
             await self.rollouts.stop()
             await self.capture.stop()
+            if self.turns is not None:
+                await self.turns.drain()
+            await self.store.close()
             await self._background.stop()  # replaced backends waiting to be closed are closed now
             for backend in self.state.backends.values():
                 await backend.close()

@@ -9,8 +9,9 @@ The tree::
     │   ├── AuthenticationFailed        401 missing or unknown API key
     │   ├── PermissionDenied            403 the key may not do this
     │   │   └── ModelNotAllowed         403 the key may not use that model (the config's `keys`)
-    │   ├── NotFound                    404 unknown path or disabled endpoint
+    │   ├── NotFound                    404 a disabled endpoint
     │   │   └── ModelNotFound           404 no policy matches and no catalog model has that name
+    │   ├── UnknownPath                 404 no endpoint at this path (OpenAI's "Invalid URL (GET /v1/foo)")
     │   ├── MethodNotAllowed            405 a proxied endpoint called with another method than POST
     │   └── PayloadTooLarge             413 body over the configured limit
     ├── PolicyUnmet                     503 no candidate meets the policy's requirements and it says `reject`
@@ -23,6 +24,7 @@ The tree::
         ├── UpstreamServerError         502 the upstream answered 5xx
         ├── UpstreamMalformed           502 the upstream answered something that is not what the protocol says
         ├── UpstreamAuthFailed          502 the upstream rejected the gateway's own credentials
+        ├── UpstreamModelNotFound       404 the upstream does not serve the model (the config's problem)
         ├── AdapterLoadFailed           502 vLLM would not load a LoRA adapter the config routes to
         ├── ContextLengthExceeded       400 the prompt does not fit this model; a larger one may take it
         ├── UpstreamRejected            4xx the upstream refused the request as such; relayed as it answered
@@ -31,8 +33,10 @@ The tree::
         └── Skipped                     the gateway did not send this attempt; `retry_after` when known
             ├── CircuitOpen             503 every replica of the model is open (breaker, health check)
             ├── Overloaded              503 the model is at its in-flight cap or its queue is too long
-            └── ContextWindowTooSmall   400 the prompt plus max_tokens cannot fit the model's context_window
-    AllAttemptsFailed                   every model in the chain failed; keeps each attempt's error in order
+            ├── ContextWindowTooSmall   400 the prompt plus max_tokens cannot fit the model's context_window
+            └── NotTranslatable         400 the request needs its own API (Responses, Messages), which the model lacks
+    AllAttemptsFailed                   every model in the chain failed; keeps each attempt's error in order;
+    │                                   429 `rate_limit_exceeded` when each one failed or was skipped for rate limits
     └── AllCandidatesUnavailable        503 no model was tried: each was skipped as open or overloaded
 
 What a client is told is not always what the gateway logs: an `UpstreamError`'s `message` is for the
@@ -43,6 +47,8 @@ happened without any of that.
 An `UpstreamError` says what may help through four flags: `fallback` (another model may succeed),
 `retryable` (the same model may, after a pause), `attempted` (the upstream was actually called) and
 `unhealthy` (it counts against the model's circuit breaker). docs/reliability.md has the table.
+A fifth, `rate_limited`, says the failure is the upstream limiting the rate: a 429, or a circuit opened
+by 429s. When every attempt is one, the client is told so as OpenAI says it (429 `rate_limit_exceeded`).
 
 Foreign exceptions (aiohttp, asyncio, litellm) are translated into this tree only at the backend boundary.
 
@@ -137,6 +143,16 @@ class ModelNotAllowed(PermissionDenied):
         super().__init__(message, param="model")
 
 
+class UnknownPath(ClientError):
+    """No endpoint at this path: OpenAI's words and type (`Invalid URL (GET /v1/foo)`, invalid_request_error)."""
+
+    status = 404
+    code = "unknown_url"
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(f"Invalid URL ({_clip(method, 16)} {_clip(path)})")
+
+
 class MethodNotAllowed(ClientError):
     status = 405
 
@@ -187,6 +203,9 @@ class UpstreamError(NanorouteError):
     """What a client is told of this failure, when the message may say more than a client should see."""
     message_is_public = False
     """The message says nothing a client should not see (the gateway's own reasons), so it is told as is."""
+
+    rate_limited = False
+    """The upstream is limiting the rate of requests (a 429, or a circuit that 429s opened): waiting helps."""
 
     def __init__(self, message: str, *, model: str = "", backend: str = "", retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -243,6 +262,7 @@ class UpstreamRateLimited(UpstreamError):
     code = "upstream_rate_limited"
     retryable = True
     systemic = True
+    rate_limited = True
     public_message = "the upstream is limiting the rate of requests"
 
 
@@ -261,6 +281,17 @@ class UpstreamAuthFailed(UpstreamError):
     code = "upstream_auth_failed"
     public_message = "the upstream refused the gateway's credentials"
     systemic = True
+
+
+class UpstreamModelNotFound(UpstreamError):
+    """The upstream answered 404 saying it has no such model (OpenAI's `model_not_found`, vLLM's "The model `x`
+    does not exist.", litellm's NotFoundError). The gateway config's problem for that one model: the next model
+    is tried; when it is the chain's last error the client gets OpenAI's own 404 for it."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+    public_message = "the upstream does not serve the model"
 
 
 class AdapterLoadFailed(UpstreamError):
@@ -335,7 +366,14 @@ class Skipped(UpstreamError):
 
 
 class CircuitOpen(Skipped):
+    """`rate_limited`: what opened the circuit was the upstream's 429s (or a Retry-After it asked to wait out)."""
+
     code = "circuit_open"
+
+    def __init__(self, message: str, *, model: str = "", backend: str = "", retry_after: float | None = None,
+                 rate_limited: bool = False) -> None:
+        super().__init__(message, model=model, backend=backend, retry_after=retry_after)
+        self.rate_limited = rate_limited
 
 
 class Overloaded(Skipped):
@@ -348,6 +386,15 @@ class ContextWindowTooSmall(Skipped):
     code = "context_length_exceeded"
 
 
+class NotTranslatable(Skipped):
+    """The request uses what only its own API can carry (a built-in or server tool, a document), and this
+    model does not speak that API: only a model that does may take it."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "unsupported_by_model"
+
+
 _KIND: dict[type[UpstreamError], str] = {
     UpstreamError: "error",
     UpstreamConnectError: "connect",
@@ -356,6 +403,7 @@ _KIND: dict[type[UpstreamError], str] = {
     UpstreamServerError: "server_error",
     UpstreamMalformed: "malformed",
     UpstreamAuthFailed: "auth",
+    UpstreamModelNotFound: "model_not_found",
     AdapterLoadFailed: "adapter_load",
     ContextLengthExceeded: "context_length",
     UpstreamRejected: "rejected",
@@ -364,11 +412,17 @@ _KIND: dict[type[UpstreamError], str] = {
     CircuitOpen: "circuit_open",
     Overloaded: "overloaded",
     ContextWindowTooSmall: "context_window",
+    NotTranslatable: "not_translatable",
 }
 
 
 class AllAttemptsFailed(NanorouteError):
-    """Every model in the chain failed. The status follows the last error, the message names them all."""
+    """Every model in the chain failed. The status follows the last error, the message names them all.
+
+    When every one failed or was skipped because its upstream limits the rate (`rate_limited`), the answer
+    is OpenAI's own for a rate limit (429, `rate_limit_exceeded`) with the soonest known `Retry-After`, so
+    that SDKs raise their RateLimitError and back off; a mix with any other failure keeps the last error's.
+    """
 
     type = "upstream_error"
 
@@ -383,8 +437,17 @@ class AllAttemptsFailed(NanorouteError):
         super().__init__(f"All {n} attempt(s) for policy '{policy}' failed: {parts}")
         self._public = (f"All {n} attempt(s) for policy '{policy}' failed: "
                         + "; ".join(f"{e.model}: {e.public}" for e in self.errors))
+        self.rate_limited = all(e.rate_limited for e in self.errors)
+        if self.rate_limited:
+            self.status, self.type, self.code = 429, "rate_limit_error", "rate_limit_exceeded"
+            self.retry_after = min((e.retry_after for e in self.errors if e.retry_after is not None), default=None)
+            wait = "" if self.retry_after is None else f"; retry after {max(1, math.ceil(self.retry_after))} s"
+            self._public = (f"Rate limit reached for policy '{policy}': every model is limiting the rate of "
+                            f"requests{wait}: " + "; ".join(f"{e.model}: {e.public}" for e in self.errors))
 
     def headers(self) -> list[tuple[bytes, bytes]]:
+        if self.rate_limited:
+            return _retry_after(self.retry_after)
         return self.errors[-1].headers()
 
     @property
@@ -406,6 +469,8 @@ class AllCandidatesUnavailable(AllAttemptsFailed):
 
     def __init__(self, policy: str, errors: Sequence[UpstreamError]) -> None:
         super().__init__(policy, errors)
+        if self.rate_limited:  # every circuit was opened by 429s: the rate limit is what the client is told
+            return
         self.status, self.type, self.code = 503, "upstream_error", "models_unavailable"
         waits = [e.retry_after for e in self.errors if isinstance(e, Skipped) and e.retry_after is not None]
         self.retry_after = min(waits, default=1.0)

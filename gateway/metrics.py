@@ -45,8 +45,9 @@ class Metrics:
         disable_created_metrics()
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("nanoroute_requests", "Requests by policy, answering model and outcome",
-                                ["policy", "model", "outcome"], registry=r)
+        self.requests = Counter("nanoroute_requests", "Requests by policy, answering model, outcome and the API they "
+                                "came in by (chat, completions, embeddings, responses, messages, count_tokens)",
+                                ["policy", "model", "outcome", "api"], registry=r)
         self.duration = Histogram("nanoroute_request_duration_seconds", "Whole request, arrival to last byte",
                                   ["policy", "model", "stream"], buckets=LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("nanoroute_time_to_first_token_seconds",
@@ -137,7 +138,7 @@ class Metrics:
         child = self._child
         model = rec.model.name if rec.model is not None else NONE
         policy = rec.policy
-        child(self.requests, policy, model, rec.outcome).inc()
+        child(self.requests, policy, model, rec.outcome, rec.op).inc()
         child(self.duration, policy, model, "true" if rec.stream else "false").observe(rec.duration_s)
         if rec.first_byte_s is not None:
             self.overhead.observe(max(0.0, rec.first_byte_s - rec.upstream_s))

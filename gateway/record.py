@@ -64,6 +64,11 @@ class RequestRecord:
     afterwards (the official SDKs close the connection as soon as they read it) is no cancellation."""
     usage: dict[str, Any] | None = None
     """The upstream's usage object, as it sent it; the usage observer turns it into tokens and cost."""
+    stream_events: int = 0
+    """Events a stream's upstream sent (its blank lines): what its tokens are estimated from when it ended
+    before its usage (cut, or cancelled by the client)."""
+    usage_estimated: bool = False
+    """The tokens are the gateway's estimate, not the upstream's count."""
     keep: bool = False
     """An observer reads this request's answer (it was sampled for capture, or a rollout compares it):
     the relay keeps the answer below as it goes."""

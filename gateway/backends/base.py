@@ -23,11 +23,21 @@ from gateway.config.table import ModelRoute, RoutingTable
 
 
 class Operation(enum.Enum):
-    """An OpenAI endpoint the gateway routes; the value is its path below the API's base URL."""
+    """An endpoint the gateway routes; the value is its path below the API's base URL.
+
+    CHAT, COMPLETIONS and EMBEDDINGS are OpenAI's, and every backend takes them. RESPONSES (OpenAI's
+    Responses API) and MESSAGES (Anthropic's Messages API) are routed as chat completions and go as such
+    to a backend, unless it speaks that API itself (`Backend.native`).
+    """
 
     CHAT = "/chat/completions"
     COMPLETIONS = "/completions"
     EMBEDDINGS = "/embeddings"
+    RESPONSES = "/responses"
+    MESSAGES = "/messages"
+    COUNT_TOKENS = "/messages/count_tokens"
+    """Anthropic's token count: routed like MESSAGES (the model must exist and the key may use it), then
+    answered by the gateway itself with its estimate; never sent to a backend."""
 
     @property
     def required(self) -> str:
@@ -35,7 +45,8 @@ class Operation(enum.Enum):
         return _REQUIRED[self]
 
 
-_REQUIRED = {Operation.CHAT: "messages", Operation.COMPLETIONS: "prompt", Operation.EMBEDDINGS: "input"}
+_REQUIRED = {Operation.CHAT: "messages", Operation.COMPLETIONS: "prompt", Operation.EMBEDDINGS: "input",
+             Operation.RESPONSES: "input", Operation.MESSAGES: "messages", Operation.COUNT_TOKENS: "messages"}
 
 
 @dataclass(slots=True)
@@ -64,6 +75,9 @@ class Attempt:
     """Which of the backend's replicas to call (an index); None: the backend takes them in turn."""
     deadline: float | None = None
     """The request's deadline on the event loop's clock; the attempt ends with it at the latest."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """The client's headers of the API a native attempt speaks (Anthropic's `anthropic-version` and
+    `anthropic-beta`), sent upstream with the backend's own."""
 
 
 class Backend(Protocol):
@@ -72,6 +86,9 @@ class Backend(Protocol):
     """Its replicas (base URLs), each built once; the health checks and the attempt chain read the same."""
     stream_usage: bool
     """Whether the gateway may ask this backend for usage in streams the client did not ask it for."""
+    native: frozenset[Operation]
+    """The APIs beyond chat completions it speaks itself (RESPONSES, MESSAGES): a request that came in by
+    one of them goes to it as the client sent it, and its answer back as the upstream gave it."""
 
     async def start(self) -> None:
         """Open connection pools (and background work, such as vLLM's poll); called from the app's lifespan."""

@@ -19,7 +19,8 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.base import Attempt, Operation, Reply, attempt_limit, read_key
+from gateway.backends.base import Attempt, Operation, Reply, ReplyStream, attempt_limit, read_key
+from gateway.backends.openai import Transport
 from gateway.backends.replica import Replica
 from gateway.config import schema
 from gateway.config.table import ModelRoute, RoutingTable
@@ -32,6 +33,7 @@ from gateway.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamMalformed,
+    UpstreamModelNotFound,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamServerError,
@@ -79,17 +81,25 @@ class LitellmBackend:
     def __init__(self, name: str, spec: schema.LitellmBackend) -> None:
         self.name = name
         self.spec = spec
+        native = spec.native if spec.native is not None else ["messages"] if spec.provider == "anthropic" else []
+        self.native = frozenset(Operation[n.upper()] for n in native)
         self.replicas: tuple[Replica, ...] = (Replica(name, 0, f"litellm:{spec.provider}"),)
         """One: the provider's endpoint."""
         self._litellm: Any = None
         self._key: str | None = None
+        self._messages = _messages_transport(name, spec) if self.native else None
+        """Anthropic's Messages API, called over HTTP as the client's request is (not through litellm)."""
         self._ttft_s, self._idle_s, self._total_s = spec.timeouts.ttft_s, spec.timeouts.idle_s, spec.timeouts.total_s
 
     async def start(self) -> None:
         self._litellm = await asyncio.to_thread(_import_litellm)  # a slow import: keep the loop free
         self._key = read_key(self.spec.api_key_env, self.spec.api_key_file)
+        if self._messages is not None:
+            await self._messages.start(key_header="x-api-key")
 
     async def close(self) -> None:
+        if self._messages is not None:
+            await self._messages.close()
         # litellm's HTTP clients are its own, cached process-wide and shared by every litellm backend;
         # closing them here would break the others (its aiohttp session is not re-created), so they
         # live as long as the process.
@@ -119,6 +129,8 @@ class LitellmBackend:
         return kwargs
 
     async def call(self, attempt: Attempt) -> Reply:
+        if attempt.op is Operation.MESSAGES and self._messages is not None:
+            return await self._messages.call(self._messages_url, attempt)
         lit = self._litellm
         fn = {Operation.CHAT: lit.acompletion, Operation.COMPLETIONS: lit.atext_completion,
               Operation.EMBEDDINGS: lit.aembedding}[attempt.op]
@@ -138,8 +150,10 @@ class LitellmBackend:
         parsed = orjson.loads(body)
         return Reply(body, parsed)
 
-    async def stream(self, attempt: Attempt) -> _LitellmStream:
+    async def stream(self, attempt: Attempt) -> ReplyStream:
         """Returns once the provider sent its first content, like every backend's `stream()`."""
+        if attempt.op is Operation.MESSAGES and self._messages is not None:
+            return await self._messages.stream(self._messages_url, attempt)
         if attempt.op is Operation.EMBEDDINGS:
             body = error_body("Embeddings cannot be streamed", "invalid_request_error")
             raise UpstreamRejected("embeddings cannot be streamed", model=attempt.model.name, backend=self.name,
@@ -169,6 +183,10 @@ class LitellmBackend:
         except Exception as exc:
             raise self._translate(exc, attempt) from None
         return _LitellmStream(self, attempt, iterator, b"".join(held), hard, hard_phase)
+
+    @property
+    def _messages_url(self) -> str:
+        return (self.spec.url or ANTHROPIC_URL) + "/v1/messages"
 
     def prefer(self, model: ModelRoute) -> list[int] | None:
         return None  # one provider endpoint
@@ -209,6 +227,8 @@ class LitellmBackend:
         if isinstance(exc, lit.AuthenticationError | lit.PermissionDeniedError):
             hint = f" (is {self.spec.api_key_env} set?)" if self.spec.api_key_env else ""
             return UpstreamAuthFailed(f"the provider rejected the gateway's credentials{hint}", **ids)
+        if isinstance(exc, lit.NotFoundError):  # litellm's word for a 404: the provider has no such model
+            return UpstreamModelNotFound(f"the provider does not serve the model: {msg}", **ids)
         if isinstance(exc, lit.Timeout):
             return UpstreamTimeout(f"the provider did not answer in time: {msg}", **ids)
         if isinstance(exc, lit.APIConnectionError):
@@ -262,6 +282,17 @@ class _LitellmStream:
         if closer is not None and not self._done:
             with contextlib.suppress(Exception):  # closing a provider stream early must not fail the request
                 await closer()
+
+
+ANTHROPIC_URL = "https://api.anthropic.com"
+
+
+def _messages_transport(name: str, spec: schema.LitellmBackend) -> Transport:
+    """An HTTP transport for Anthropic's own API, with the backend's key, timeouts and address: the same
+    pool, limits and classification of failures as every OpenAI-compatible backend's."""
+    http = schema.OpenAIBackend(type="openai", url=spec.url or ANTHROPIC_URL, api_key_env=spec.api_key_env,
+                                api_key_file=spec.api_key_file, timeouts=spec.timeouts)
+    return Transport(name, http)
 
 
 def _has_content(chunk: Any) -> bool:

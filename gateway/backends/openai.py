@@ -19,12 +19,12 @@ from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
 
-from gateway.backends.base import Attempt, Reply, attempt_limit, read_key
+from gateway.backends.base import Attempt, Operation, Reply, attempt_limit, read_key
 from gateway.backends.replica import Replica
 from gateway.backends.stream import ErrorEvent, NotEventStream, UpstreamStream, hold
 from gateway.config import schema
@@ -36,6 +36,7 @@ from gateway.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamMalformed,
+    UpstreamModelNotFound,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamServerError,
@@ -57,6 +58,8 @@ _CONTEXT_MARKERS = (
     "is too long and exceeds limit",
     "too many tokens",
 )
+
+
 # Azure OpenAI (code content_filter), OpenAI (content_policy_violation), litellm (ContentPolicyViolationError).
 _FILTER_MARKERS = ("content_filter", "content_policy_violation", "contentpolicyviolationerror",
                    "content management policy")
@@ -90,11 +93,12 @@ class OpenAIBackend:
         self.transport = Transport(name, spec)
         self.replicas: tuple[Replica, ...] = (Replica(name, 0, spec.url),)
         self.stream_usage = spec.stream_usage
+        self.native = native_apis(spec, default=urlsplit(spec.url).hostname == "api.openai.com")
         self._url = spec.url
         self._azure_version = spec.api_version if isinstance(spec, schema.AzureBackend) else None
 
     async def start(self) -> None:
-        await self.transport.start(azure=self._azure_version is not None)
+        await self.transport.start(key_header="api-key" if self._azure_version is not None else "authorization")
 
     async def close(self) -> None:
         await self.transport.close()
@@ -127,6 +131,15 @@ class OpenAIBackend:
         return None
 
 
+def native_apis(spec: schema.OpenAIBackend | schema.AzureBackend | schema.VllmBackend, *,
+                default: bool) -> frozenset[Operation]:
+    """The APIs beyond chat completions an OpenAI-compatible server speaks: the config's `native`, else the
+    Responses API when `default` (OpenAI's own API)."""
+    if spec.native is None:
+        return frozenset({Operation.RESPONSES}) if default else frozenset()
+    return frozenset(Operation[name.upper()] for name in spec.native)
+
+
 class Transport:
     """One backend's HTTP side, which the OpenAI and vLLM backends compose: one aiohttp pool, the backend's
     headers (its key among them) and timeouts. It posts an attempt's body to a URL as a JSON call or a
@@ -150,13 +163,12 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         self._max_bytes = spec.max_response_bytes
 
-    async def start(self, *, azure: bool = False) -> None:
-        """Open the pool; the key goes in `api-key` for Azure, else in `Authorization: Bearer`."""
+    async def start(self, *, key_header: str = "authorization") -> None:
+        """Open the pool; the key goes in `key_header`: `authorization` (as a Bearer token), or `api-key`
+        (Azure) or `x-api-key` (Anthropic) as it is."""
         key = read_key(self.spec.api_key_env, self.spec.api_key_file)
-        if key and azure:
-            self._headers["api-key"] = key
-        elif key:
-            self._headers["authorization"] = f"Bearer {key}"
+        if key:
+            self._headers[key_header] = f"Bearer {key}" if key_header == "authorization" else key
         connector = aiohttp.TCPConnector(limit=self.spec.max_connections, keepalive_timeout=30, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -172,7 +184,7 @@ class Transport:
     async def call(self, url: str, attempt: Attempt) -> Reply:
         """POST the attempt's body to `url`; the whole JSON answer, or the failure classified."""
         assert self._session is not None, "backend used before start()"
-        headers = {**self._headers, "x-request-id": attempt.request_id}
+        headers = {**self._headers, "x-request-id": attempt.request_id, **dict(attempt.headers)}
         limit, phase = attempt_limit(asyncio.get_running_loop().time(), self._total_s, attempt.deadline)
         try:
             async with asyncio.timeout_at(limit):
@@ -196,7 +208,7 @@ class Transport:
         if not isinstance(parsed, dict):
             msg = "upstream answered 200 with a body that is not a JSON object"
             raise UpstreamMalformed(msg, model=attempt.model.name, backend=self.name)
-        if "error" in parsed and "choices" not in parsed and "data" not in parsed:
+        if "error" in parsed and parsed["error"] is not None and "choices" not in parsed and "data" not in parsed:
             raise self._classify_event(attempt, parsed, "in a 200 answer")  # some servers say 200 and mean 5xx
         return Reply(body, parsed)
 
@@ -204,7 +216,7 @@ class Transport:
         """POST the attempt's body to `url` for a stream; returns once the upstream has sent its first content,
         what fails before that is raised here."""
         assert self._session is not None, "backend used before start()"
-        headers = {**self._headers, "x-request-id": attempt.request_id}
+        headers = {**self._headers, "x-request-id": attempt.request_id, **dict(attempt.headers)}
         start = asyncio.get_running_loop().time()
         hard, hard_phase = attempt_limit(start, self._total_s, attempt.deadline)
         first, first_phase = (start + self._ttft_s, "first_token")
@@ -284,11 +296,13 @@ class Transport:
                                    status=status, body=_as_envelope(body, detail), **ids)
         if status == 404 and self._not_found is not None and (instead := self._not_found(attempt)) is not None:
             return instead
+        if status == 404 and _names_a_missing_model(said):
+            return UpstreamModelNotFound(f"upstream does not serve the model: {detail}", **ids)
         if 400 <= status < 500 and status != 404:
             return UpstreamRejected(f"upstream rejected the request with {status}: {detail}",
                                     status=status, body=_as_envelope(body, detail), **ids)
-        # 404 (the upstream does not serve this model or path) and 1xx/3xx are the gateway's config's
-        # problem, not the client's: another model may serve it, but asking this one again will not help.
+        # Another 404 (a wrong base URL or path) and 1xx/3xx are the gateway's config's problem, not the
+        # client's: another model may serve it, but asking this one again will not help.
         failure = UpstreamServerError(f"upstream answered {status}: {detail}", **ids)
         failure.retryable = False
         return failure
@@ -366,6 +380,14 @@ def _error_info(body: bytes) -> tuple[str, str]:
         elif isinstance(err, str):
             return err[:500], ""
     return body[:200].decode("utf-8", "replace"), ""
+
+
+def _names_a_missing_model(said: str) -> bool:
+    """A 404's lower-cased message and code say the model does not exist: OpenAI's code model_not_found,
+    vLLM's "The model `x` does not exist.", Ollama's 'model "x" not found', Anthropic's not_found_error
+    "model: x", litellm's NotFoundError text. A 404 that names no model (a wrong path) is not one."""
+    return "model_not_found" in said or ("model" in said and any(
+        m in said for m in ("does not exist", "not found", "not_found")))
 
 
 def _as_envelope(body: bytes, message: str) -> bytes:

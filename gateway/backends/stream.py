@@ -91,10 +91,13 @@ def has_content(event: bytes) -> bool:
         raise NotEventStream(f"the upstream sent an event whose data is not JSON: {payload[:80]!r}") from None
     if not isinstance(obj, dict):
         raise NotEventStream("the upstream sent an event whose data is not a JSON object")
-    if "error" in obj:
+    if "error" in obj and obj["error"] is not None and "type" not in obj:
         raise ErrorEvent(obj)
     choices = obj.get("choices")
     if not choices:
+        kind = obj.get("type")
+        if isinstance(kind, str):  # Responses or Messages events, from a backend that speaks them
+            return _typed_content(kind, obj)
         return "usage" in obj  # a usage-only chunk comes last
     for choice in choices if isinstance(choices, list) else ():
         if not isinstance(choice, dict):
@@ -105,6 +108,24 @@ def has_content(event: bytes) -> bool:
         if isinstance(delta, dict) and any(delta.get(k) for k in _CONTENT_KEYS):
             return True
     return False
+
+
+_TYPED_CONTENT = frozenset({"content_block_delta", "message_delta", "message_stop", "response.completed",
+                            "response.incomplete"})
+
+
+def _typed_content(kind: str, obj: dict[str, Any]) -> bool:
+    """Whether an event of OpenAI's Responses or Anthropic's Messages API carries content: a delta of text,
+    arguments or thinking, or the end. An error event (either API's, or a failed response) raises."""
+    if kind == "error":
+        err = obj.get("error")  # Anthropic's: {"type": "error", "error": {"type", "message"}}
+        raise ErrorEvent({"error": err if isinstance(err, dict) else {"message": obj.get("message"),
+                                                                        "code": obj.get("code")}})
+    if kind == "response.failed":
+        response = obj.get("response")
+        err = response.get("error") if isinstance(response, dict) else None
+        raise ErrorEvent({"error": err if isinstance(err, dict) else {"message": "the response failed"}})
+    return kind.endswith(".delta") or kind in _TYPED_CONTENT
 
 
 def _data_of(event: bytes) -> bytes | None:

@@ -40,7 +40,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.backends.base import Attempt, Reply, ReplyStream
-from gateway.backends.openai import Transport
+from gateway.backends.openai import Transport, native_apis
 from gateway.backends.replica import Replica
 from gateway.config import schema
 from gateway.config.table import ModelRoute, RoutingTable
@@ -138,6 +138,7 @@ class VllmBackend:
         self.transport = Transport(name, spec, not_found=self._not_served)
         self.replicas = tuple(Replica(name, i, url) for i, url in enumerate(spec.urls))
         self.stream_usage = spec.stream_usage
+        self.native = native_apis(spec, default=False)
         self.hooks = hooks or VllmHooks()
         self._poll_s = spec.poll_interval_s
         self._max_loras = spec.max_loras

@@ -91,6 +91,9 @@ class _HttpBackend(Strict):
     max_response_bytes: Annotated[int, Field(ge=1024)] = 64 << 20
     """The largest JSON answer read from it (streams are relayed as they come, never held whole); a larger
     one fails the attempt as malformed."""
+    native: list[Literal["responses"]] | None = None
+    """The APIs beyond chat completions the server speaks itself: a request that came in by one goes to it
+    as the client sent it. Unset: `[responses]` for api.openai.com, none for other servers (docs/api.md)."""
 
 
 class OpenAIBackend(_HttpBackend):
@@ -153,11 +156,21 @@ class LitellmBackend(Strict):
     settings: dict[str, Any] = {}
     timeouts: Timeouts = Timeouts()
     breaker: Breaker = Breaker()
+    native: list[Literal["messages"]] | None = None
+    """Anthropic's Messages API, spoken by the provider itself: a request that came in by it goes to
+    Anthropic as the client sent it (thinking blocks, signatures and server tools included) rather than
+    through litellm's translation. Unset: `[messages]` for provider `anthropic`, none for others."""
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return None if value is None else _http_url(value)
+
+    @model_validator(mode="after")
+    def _native_is_anthropic(self) -> LitellmBackend:
+        if self.native and self.provider != "anthropic":
+            raise ValueError("native: [messages] is for provider anthropic only")
+        return self
 
 
 Backend = Annotated[OpenAIBackend | AzureBackend | VllmBackend | LitellmBackend, Field(discriminator="type")]

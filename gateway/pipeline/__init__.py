@@ -1,7 +1,9 @@
 """The request pipeline: the stages every proxied request passes, in order, each owned by one module.
 
     stage       module                   owns
-    ingress     pipeline/ingress/        the protocol: paths, the body -> a RoutedRequest, errors in its words
+    ingress     pipeline/ingress/        the protocol (OpenAI's chat completions, completions and embeddings,
+                                         its Responses API, Anthropic's Messages API): paths, the body -> a
+                                         RoutedRequest, the answer and errors in its words
     admission   pipeline/admission/      whether it may go on: client keys (before the body is read)
     route       pipeline/route.py        routing.decide (policy, chain), then rollout, capture, cascade
     relay       pipeline/relay.py        reliability.chain (attempts, fallback), the answer as JSON or SSE
@@ -23,6 +25,8 @@ import logging
 from collections.abc import Awaitable, Iterable
 from time import perf_counter
 
+import orjson
+
 from gateway.backends.base import Operation
 from gateway.capture.capture import Capture
 from gateway.errors import ClientError, MethodNotAllowed, NanorouteError, PolicyUnmet
@@ -31,27 +35,33 @@ from gateway.pipeline.admission import Admission
 from gateway.pipeline.admission.keys import KeyCheck, Keys
 from gateway.pipeline.context import Headers, Receive, RequestContext, Scope, Send, Snapshot
 from gateway.pipeline.ingress import Ingress, read_body, request_id
+from gateway.pipeline.ingress.anthropic import AnthropicIngress
 from gateway.pipeline.ingress.openai import OpenAIIngress
-from gateway.pipeline.observers import AccessLog, Captured, Compared, Count, Learn, Observer, Usage
-from gateway.pipeline.relay import relay, send_error
+from gateway.pipeline.ingress.responses import ResponsesIngress
+from gateway.pipeline.observers import AccessLog, Captured, Compared, Count, Learn, Observer, Stored, Usage
+from gateway.pipeline.relay import relay, send_error, send_json
 from gateway.pipeline.route import Route
 from gateway.record import Outcome, RequestRecord
 from gateway.rollout import Rollouts
+from gateway.routing import tokens
+from gateway.store.turns import Turns
 
 log = logging.getLogger("nanoroute")
 
 
-def build(*, keys: KeyCheck, capture: Capture, rollouts: Rollouts, metrics: Metrics | None,
+def build(*, keys: KeyCheck, capture: Capture, rollouts: Rollouts, turns: Turns | None, metrics: Metrics | None,
           access_log: bool) -> Pipeline:
-    """The stages, registered in order."""
+    """The stages, registered in order. `turns`: the Responses API's store of conversations, if on."""
     observers: list[Observer] = [Usage(), Learn()]
     if metrics is not None:
         observers.append(Count(metrics))
     if access_log:
         observers.append(AccessLog())
     observers += [Captured(capture), Compared(rollouts)]
-    return Pipeline(ingresses=[OpenAIIngress()], admission=[Keys(keys)], route=Route(rollouts, capture),
-                    observers=observers)
+    if turns is not None:
+        observers.append(Stored(turns))
+    return Pipeline(ingresses=[OpenAIIngress(), ResponsesIngress(turns), AnthropicIngress()], admission=[Keys(keys)],
+                    route=Route(rollouts, capture), observers=observers)
 
 
 class Pipeline:
@@ -94,7 +104,7 @@ class Pipeline:
             for check in self._on_headers:
                 check.admit(ctx)
             raw = await read_body(receive, ctx.headers.content_length, ctx.state.max_body_bytes)
-            req = ctx.request = ctx.ingress.parse(ctx, raw)
+            req = ctx.request = await ctx.ingress.parse(ctx, raw)
             rec.task, rec.stream = req.task, req.stream
             self._route.decide(ctx)
             for check in self._on_route:
@@ -102,6 +112,11 @@ class Pipeline:
         except (ClientError, PolicyUnmet) as exc:
             rec.outcome, rec.status = Outcome.CLIENT_ERROR, exc.status
             await send_error(ctx, exc, send)
+            return
+        if ctx.op is Operation.COUNT_TOKENS:  # answered here: the model exists and the key may use it
+            rec.status = 200
+            count = tokens.count(req.body, ctx.state.signals.encoder)
+            await send_json(ctx, orjson.dumps({"input_tokens": count}), send)
             return
         # The request runs to its end on the snapshot it started with, whatever a reload swaps in meanwhile.
         if not await _cancel_on_disconnect(receive, relay(ctx, send), rec):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from gateway.capture.capture import Sample
     from gateway.pipeline.ingress import Ingress
     from gateway.rollout import Probe
+    from gateway.store.turns import Turn
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,11 +48,12 @@ class Snapshot:
 class Headers:
     """The request headers the pipeline reads, in one pass over the ASGI header list."""
 
-    __slots__ = ("api_key", "authorization", "content_length", "pin", "request_id", "task", "x_api_key")
+    __slots__ = ("anthropic_beta", "anthropic_version", "api_key", "authorization", "content_length", "pin",
+                 "request_id", "task", "x_api_key")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.authorization = self.content_length = self.request_id = self.task = self.pin = None
-        self.x_api_key = self.api_key = None
+        self.x_api_key = self.api_key = self.anthropic_version = self.anthropic_beta = None
         # One comparison chain rather than a dict of names: it runs for every header of every request, and
         # a request holds a dozen headers or so.
         for name, value in raw:
@@ -69,12 +71,17 @@ class Headers:
                 self.task = value
             elif name == b"x-nanoroute-model":
                 self.pin = value
+            elif name == b"anthropic-version":
+                self.anthropic_version = value
+            elif name == b"anthropic-beta":
+                self.anthropic_beta = value
 
 
 class RequestContext:
     """One request, from arrival to its observers. Each stage fills in what it owns."""
 
-    __slots__ = ("decision", "gate", "headers", "ingress", "op", "probe", "record", "request", "sample", "state")
+    __slots__ = ("answer", "decision", "gate", "headers", "ingress", "op", "probe", "record", "request", "sample",
+                 "state", "turn")
 
     def __init__(self, state: Snapshot, ingress: Ingress, op: Operation, headers: Headers,
                  record: RequestRecord) -> None:
@@ -94,3 +101,7 @@ class RequestContext:
         """Set when the policy captures and this request was sampled."""
         self.probe: Probe | None = None
         """Set when the policy has a rollout and this request's answer is compared off the request path."""
+        self.turn: Turn | None = None
+        """Set by the Responses API's ingress for a response to store (`store: true`)."""
+        self.answer: dict[str, Any] | None = None
+        """The answer in the client's API, when the ingress keeps it for the store (a Responses API response)."""

@@ -9,14 +9,16 @@ for the others. A new observer is a class here with an `observe(ctx)`, registere
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway import accesslog
 from gateway.capture.capture import Capture
 from gateway.metrics import Metrics
 from gateway.pipeline.context import RequestContext
 from gateway.rollout import Rollouts
+from gateway.routing import tokens
 from gateway.routing.estimate import usage_cost
+from gateway.store.turns import Turns
 
 
 class Observer(Protocol):
@@ -29,16 +31,49 @@ class Usage:
 
     def observe(self, ctx: RequestContext) -> None:
         rec, usage = ctx.record, ctx.record.usage
-        if usage is None or rec.model is None:
+        if rec.model is None:
             return
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens") or 0
-        if not isinstance(prompt, int) or not isinstance(completion, int):
+        counted = usage_tokens(usage) if usage is not None else None
+        if counted is None and rec.stream_events:
+            counted = self._estimate(ctx)
+        if counted is None:
             return
+        prompt, completion = counted
         rec.prompt_tokens, rec.completion_tokens = prompt, completion
         rec.cost_usd = usage_cost(rec.model, prompt, completion)
         if rec.cost_usd is not None and ctx.decision is not None:
             costs = [c for c in (usage_cost(m, prompt, completion) for m in ctx.decision.candidates) if c is not None]
             rec.savings_usd = max(0.0, max(costs, default=rec.cost_usd) - rec.cost_usd)
+
+    @staticmethod
+    def _estimate(ctx: RequestContext) -> tuple[int, int] | None:
+        """A stream that ended before its usage (cut, or cancelled by the client) is still counted: the
+        prompt as the router estimates it, and one token per event after the first (the role, or the API's
+        opening event), as OpenAI, vLLM and Anthropic stream about a token an event."""
+        req, rec = ctx.request, ctx.record
+        if req is None:
+            return None
+        prompt = req.prompt_tokens
+        if prompt is None:
+            prompt = tokens.count(req.body, ctx.state.signals.encoder)
+        rec.usage_estimated = True
+        return prompt, max(0, rec.stream_events - 1)
+
+
+def usage_tokens(usage: dict[str, Any]) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of a usage object: chat completions' (`prompt_tokens`), or the Responses
+    and Messages APIs' (`input_tokens`; Anthropic counts cache reads and writes apart from it)."""
+    if "prompt_tokens" in usage:
+        prompt, completion = usage["prompt_tokens"], usage.get("completion_tokens") or 0
+    else:
+        prompt, completion = usage.get("input_tokens"), usage.get("output_tokens") or 0
+        if isinstance(prompt, int):
+            for extra in ("cache_creation_input_tokens", "cache_read_input_tokens"):
+                more = usage.get(extra)
+                prompt += more if isinstance(more, int) else 0
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return prompt, completion
 
 
 class Learn:
@@ -88,3 +123,15 @@ class Compared:
         if ctx.probe is not None:
             self.rollouts.finish(ctx.record, ctx.probe)
 
+
+
+class Stored:
+    """A Responses API answer to keep for the next turn's `previous_response_id` (`gateway.store.turns`)."""
+
+    def __init__(self, turns: Turns) -> None:
+        self.turns = turns
+
+    def observe(self, ctx: RequestContext) -> None:
+        answer = ctx.answer
+        if ctx.turn is not None and answer is not None and answer.get("status") in ("completed", "incomplete"):
+            self.turns.save(ctx.turn, answer)

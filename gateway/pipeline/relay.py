@@ -17,12 +17,12 @@ from collections.abc import AsyncIterable, AsyncIterator
 from time import perf_counter
 
 from gateway.backends.base import Reply, ReplyStream
+from gateway.config.table import ModelRoute
 from gateway.errors import AllAttemptsFailed, CascadeEscalated, NanorouteError, UpstreamError, UpstreamRejected
 from gateway.pipeline.context import RequestContext, Send
-from gateway.pipeline.sse import UsageTap
+from gateway.pipeline.sse import Tap
 from gateway.record import MAX_KEPT_BYTES, Outcome, RequestRecord
 from gateway.reliability import chain
-from gateway.routing.cascade import strip_logprobs
 
 _JSON = (b"content-type", b"application/json")
 _SSE_HEADERS = [
@@ -43,12 +43,13 @@ async def relay(ctx: RequestContext, send: Send) -> None:
                                                accept=gate.judge_stream if gate is not None else None)
             _answered(rec, streamed, t0)
             replay = gate.replay(streamed.model) if gate is not None else None
-            await _send_stream(ctx, streamed.result, replay, send)
+            native = _native(ctx, streamed.model)
+            await _send_stream(ctx, streamed.result, replay, ctx.ingress.tap(ctx, native), send)
         else:
             replied = await chain.call(decision, req, state.backends, state.health,
                                        accept=gate.judge_reply if gate is not None else None)
             _answered(rec, replied, t0)
-            await _send_json(ctx, replied.result, send)
+            await _send_json(ctx, replied.result, _native(ctx, replied.model), send)
     except AllAttemptsFailed as exc:
         rec.upstream_s = perf_counter() - t0
         rec.failures = list(exc.errors)
@@ -58,6 +59,18 @@ async def relay(ctx: RequestContext, send: Send) -> None:
         await send_error(ctx, exc, send, route=True)
 
 
+def _native(ctx: RequestContext, model: ModelRoute) -> bool:
+    """Whether the model answered in the client's own API (`Backend.native`). Such an answer is relayed
+    and counted, but not kept: capture and rollouts read chat completions answers."""
+    req = ctx.request
+    assert req is not None
+    if not chain.speaks(req, ctx.state.backends[model.backend]):
+        return False
+    rec = ctx.record
+    rec.keep, rec.events, ctx.sample = False, None, None
+    return True
+
+
 def _answered(rec: RequestRecord, answered: chain.Answered[Reply] | chain.Answered[ReplyStream], t0: float) -> None:
     rec.upstream_s = perf_counter() - t0
     rec.model, rec.failures, rec.status = answered.model, answered.failures, 200
@@ -65,55 +78,54 @@ def _answered(rec: RequestRecord, answered: chain.Answered[Reply] | chain.Answer
         rec.reason = "cascade_escalated"
 
 
-async def _send_json(ctx: RequestContext, reply: Reply, send: Send) -> None:
-    rec, req = ctx.record, ctx.request
-    assert req is not None
+async def _send_json(ctx: RequestContext, reply: Reply, native: bool, send: Send) -> None:
+    rec = ctx.record
     usage = reply.parsed.get("usage")
     if isinstance(usage, dict):
         rec.usage = usage
     if rec.keep:
         rec.reply, rec.kept_bytes = reply.parsed, len(reply.body)
-    body = strip_logprobs(reply.parsed) if req.add_logprobs else reply.body
+    body = ctx.ingress.answer(ctx, reply, native)
     headers = [_JSON, (b"content-length", str(len(body)).encode()), *route_headers(rec)]
     rec.first_byte_s = perf_counter() - rec.started
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _send_stream(ctx: RequestContext, upstream: ReplyStream, replay: bytes | None, send: Send) -> None:
-    rec, req = ctx.record, ctx.request
-    assert req is not None
+async def _send_stream(ctx: RequestContext, upstream: ReplyStream, replay: bytes | None, tap: Tap,
+                       send: Send) -> None:
+    """Relay the stream through the ingress's tap (which reads usage, and translates when the model does
+    not speak the client's API); keep the upstream's chat completion chunks when an observer reads them."""
+    rec = ctx.record
     chunks: AsyncIterable[bytes] = upstream if replay is None else _once(replay)
-    tap = UsageTap(strip_usage=req.add_usage)
     events = rec.events  # a list when an observer reads the answer, else None
     await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *route_headers(rec)]})
     waiting = perf_counter()
     try:
         async for chunk in chunks:
+            if events is not None:
+                _keep(rec, events, chunk)
+            rec.stream_events += chunk.count(b"\n\n")
             out = tap.feed(chunk)
             if out:
-                if events is not None:
-                    _keep(rec, events, out)
                 if rec.first_byte_s is None:
                     now = perf_counter()
                     rec.upstream_s += now - waiting  # the upstream's own time to first token
                     rec.first_byte_s = now - rec.started
                 await send({"type": "http.response.body", "body": out, "more_body": True})
-                if b"[DONE]" in out[-16:]:  # `data: [DONE]` and its blank line (LF or CRLF) end it
-                    rec.delivered = True
-        rest = tap.flush()
+                rec.delivered = tap.done
+        rest = tap.close()
         if rest:
-            if events is not None:
-                _keep(rec, events, rest)
             await send({"type": "http.response.body", "body": rest, "more_body": True})
+            rec.delivered = tap.done
     except UpstreamError as exc:
         # Bytes already reached the client: no other model may answer now. End with an error event.
         rec.outcome, rec.error = Outcome.STREAM_ERROR, exc.message
-        event = b"data: " + ctx.ingress.error_body(exc) + b"\n\n"
-        await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": tap.error_event(exc), "more_body": True})
     finally:
         await upstream.aclose()
-    rec.usage = tap.usage
+        rec.usage = tap.usage
+        ctx.answer = tap.final
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -137,6 +149,13 @@ def route_headers(rec: RequestRecord) -> list[tuple[bytes, bytes]]:
         headers.append((b"x-nanoroute-model", rec.model.name.encode()))
     headers.append((b"x-nanoroute-fallbacks", str(len(rec.failures)).encode()))
     return headers
+
+
+async def send_json(ctx: RequestContext, body: bytes, send: Send) -> None:
+    """A JSON answer the gateway makes itself (a token count), with the request id."""
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"x-request-id", ctx.record.request_id.encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def send_error(ctx: RequestContext, exc: NanorouteError, send: Send, *, route: bool = False) -> None:

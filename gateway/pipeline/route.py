@@ -34,6 +34,8 @@ class Route:
             if req.stream:
                 rec.events = []
         if Gate.wanted(decision, req):
+            if req.native is not None:
+                req.native.passthrough = False  # the checks read chat completions answers
             gate = ctx.gate = Gate(decision, req)
             if not req.stream and wants_logprobs(gate.policy):  # asked for upstream, stripped from the answer
                 req.add_logprobs = not req.body.get("logprobs")

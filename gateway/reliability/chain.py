@@ -39,6 +39,7 @@ from gateway.errors import (
     CircuitOpen,
     ContextLengthExceeded,
     ContextWindowTooSmall,
+    NotTranslatable,
     Overloaded,
     UpstreamError,
     UpstreamRateLimited,
@@ -64,6 +65,12 @@ class Answered(Generic[T]):
     model: ModelRoute
     result: T
     failures: list[UpstreamError] = field(default_factory=list)
+
+
+def speaks(req: RoutedRequest, backend: Backend) -> bool:
+    """Whether `backend` gets the request in the client's own API (and answers in it): see `Native`."""
+    native = req.native
+    return native is not None and native.passthrough and native.op in backend.native
 
 
 Accept = Callable[[ModelRoute, T], Awaitable[UpstreamError | None]]
@@ -170,12 +177,19 @@ class _Run(Generic[T]):
             return None
         backend = self.backends[model.backend]
         health = self.health.model(model.name)
-        body = self.req.body_for(model.upstream_name, usage=backend.stream_usage)
+        native = self.req.native
+        if native is not None and speaks(self.req, backend):
+            op, body, headers = native.op, native.body_for(model.upstream_name), native.headers
+        elif native is not None and native.untranslatable is not None:
+            self._fail(NotTranslatable(native.untranslatable.message, model=model.name, backend=model.backend))
+            return None
+        else:
+            op, body, headers = self.req.op, self.req.body_for(model.upstream_name, usage=backend.stream_usage), ()
         tries = hops = 0
         avoid: Slot | None = None
         while (picked := self._admit(model, health, force, avoid)) is not None:
             slot, probes = picked
-            attempt = Attempt(self.req.op, model, body, self.req.request_id, slot.index, self.deadline)
+            attempt = Attempt(op, model, body, self.req.request_id, slot.index, self.deadline, headers)
             try:
                 return await send(self, backend, attempt, slot, probes)
             except UpstreamError as exc:
@@ -219,6 +233,10 @@ class _Run(Generic[T]):
         if health.saturated(now):
             self._fail(Overloaded("every replica's queue is over health.max_waiting", retry_after=health.interval_s,
                                   model=name, backend=backend))
+        elif health.rate_limited(now):
+            self._fail(CircuitOpen("circuit open: the upstream is limiting the rate of requests",
+                                   retry_after=health.retry_after(now), model=name, backend=backend, rate_limited=True))
+            self._open.append(model)
         else:
             self._fail(CircuitOpen("circuit open: recent failures or failed health checks took every replica out",
                                    retry_after=health.retry_after(now), model=name, backend=backend))

@@ -41,7 +41,7 @@ from gateway.backends.replica import Replica
 from gateway.config import schema
 from gateway.config.table import ModelRoute, RoutingTable
 from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
-from gateway.reliability.breaker import CLOSED, Breaker, clock
+from gateway.reliability.breaker import CLOSED, OPEN, Breaker, clock
 from gateway.tasks import Background
 
 log = logging.getLogger("nanoroute")
@@ -52,6 +52,8 @@ CHECK_BODIES: dict[Operation, dict[str, Any]] = {
     Operation.CHAT: {"messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1},
     Operation.COMPLETIONS: {"prompt": "OK", "max_tokens": 1},
     Operation.EMBEDDINGS: {"input": "OK"},
+    Operation.RESPONSES: {"input": "Say OK.", "max_output_tokens": 16, "store": False},  # OpenAI's least is 16
+    Operation.MESSAGES: {"messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1},
 }
 
 
@@ -101,13 +103,15 @@ class ReplicaHealth:
 class Slot:
     """One model on one replica. Attempts report back: `succeeded`, `failed`, or `release(probes)`."""
 
-    __slots__ = ("breaker", "index", "model", "op", "replica")
+    __slots__ = ("breaker", "index", "limited", "model", "op", "replica")
 
     def __init__(self, model: ModelHealth, replica: ReplicaHealth, cfg: schema.Breaker) -> None:
         self.model, self.replica, self.index = model, replica, replica.replica.index
         self.breaker = Breaker(cfg, model.refresh)
         self.op = Operation.CHAT
         """The kind of the last failed request: what a check of the model asks."""
+        self.limited = False
+        """What last counted against the breaker (so what opened it, when open) was the upstream's rate limit."""
 
     def enter(self) -> Replica:
         """A request to this model on this replica starts; hand what this returns to `leave` when it ends."""
@@ -160,12 +164,16 @@ class Slot:
         if err.unhealthy:
             if op is not None:
                 self.op = op
+            if self.breaker.state != OPEN:  # an open breaker ignores failures: keep what opened it
+                self.limited = err.rate_limited
             self.breaker.failure(now, systemic=err.systemic)
             self.model.last_failure = now
         else:
             self.breaker.success(now)
 
     def hold(self, now: float, seconds: float) -> None:
+        """Skip this slot for `seconds`: the upstream's Retry-After asked for that long."""
+        self.limited = True
         self.breaker.hold(now, seconds)
 
 
@@ -218,6 +226,13 @@ class ModelHealth:
         breaker failed longest ago, on a replica the health check has not taken out if there is one."""
         slot = min(self.slots, key=lambda s: (s.replica.down, s.breaker.last_failure))
         return slot, slot.acquire(now)
+
+    def rate_limited(self, now: float) -> bool:
+        """Whether every replica is out only because the upstream limits the rate: each slot's breaker was
+        opened by 429s (or a long Retry-After) and nothing else (health checks, connections) took it out."""
+        return bool(self.slots) and all(
+            s.limited and not s.breaker.ready(now) and not s.replica.down and s.replica.breaker.ready(now)
+            for s in self.slots)
 
     def retry_after(self, now: float) -> float:
         """Seconds until some slot may take a request again."""

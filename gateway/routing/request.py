@@ -19,6 +19,30 @@ TASK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
 """What a task name may be, from a header or the body's metadata: the config's names, at most 128 characters."""
 
 @dataclass(slots=True)
+class Native:
+    """A request that came in by another API than chat completions (Responses, Messages), as the client
+    sent it (with what the gateway resolves itself, such as a previous response's items, already in): what
+    a backend that speaks that API gets instead of the chat completions body."""
+
+    op: Operation
+    body: dict[str, Any]
+    raw: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    """The API's own request headers passed upstream (`anthropic-version`, `anthropic-beta`)."""
+    passthrough: bool = True
+    """False when the gateway must read the answer as chat completions (a cascade's checks): then every
+    model gets the translation."""
+    untranslatable: InvalidRequest | None = None
+    """Why the request has no chat completions translation (a built-in tool, say): then only a model that
+    speaks its API may take it, and the chat body is a stand-in for routing's estimates only."""
+
+    def body_for(self, upstream_model: str) -> bytes:
+        if upstream_model == self.body.get("model"):
+            return self.raw
+        return orjson.dumps({**self.body, "model": upstream_model})
+
+
+@dataclass(slots=True)
 class RoutedRequest:
     op: Operation
     raw: bytes
@@ -38,6 +62,9 @@ class RoutedRequest:
     add_logprobs: bool = False
     """A cascade checks log-probabilities the client did not ask for: ask the upstream for them, and
     remove them from the answer the client gets (set by the route stage for JSON requests)."""
+    native: Native | None = None
+    """Set for a request that came in by another API: `body` above is its chat completions translation,
+    which routing reads and models that do not speak the API get."""
 
     @property
     def has_tools(self) -> bool:
@@ -103,12 +130,33 @@ def too_deep(value: dict[str, Any] | list[Any], limit: int) -> bool:
     return False
 
 
+def stand_in(body: dict[str, Any], raw: bytes) -> dict[str, Any]:
+    """A chat completions body for routing a request that has no translation (`Native.untranslatable`):
+    its model, stream and output limit, and its whole text as the prompt, for the estimates."""
+    chat: dict[str, Any] = {"model": body.get("model"), "messages": [{"role": "user", "content": raw.decode()}]}
+    for key in ("stream", "max_tokens"):
+        if key in body:
+            chat[key] = body[key]
+    if "max_output_tokens" in body:
+        chat["max_tokens"] = body["max_output_tokens"]
+    return chat
+
+
 def parse_request(
     op: Operation, raw: bytes, *, task_header: str | None, key_id: str | None, request_id: str,
     pin: str | None = None,
 ) -> RoutedRequest:
     """Validate just what the gateway reads; every other field passes through as the client sent it."""
-    body = json_object(raw)
+    return from_body(op, raw, json_object(raw), task_header=task_header, key_id=key_id, request_id=request_id,
+                     pin=pin)
+
+
+def from_body(
+    op: Operation, raw: bytes, body: dict[str, Any], *, task_header: str | None, key_id: str | None,
+    request_id: str, pin: str | None = None, metadata: object = None,
+) -> RoutedRequest:
+    """The request from its parsed body (`raw` its bytes). `metadata`: where `metadata.task` is read
+    when it is not the body's own (a translated request's: the client's)."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
@@ -124,19 +172,22 @@ def parse_request(
         raise InvalidRequest("'stream' must be a boolean", param="stream")
     if stream and op is Operation.EMBEDDINGS:
         raise InvalidRequest("Embeddings cannot be streamed", param="stream")
-    task = task_header
-    param = "X-Nanoroute-Task"
-    if task is None:
-        meta = body.get("metadata")
-        if isinstance(meta, dict) and isinstance(meta.get("task"), str):
-            task, param = meta["task"], "metadata.task"
-    if task and TASK.fullmatch(task) is None:
-        raise InvalidRequest(f"{param} must be 1-128 letters, digits, '.', '_', ':', '/', '@' or '-', starting with "
-                             "a letter or digit", param=param)
+    task = task_of(task_header, body.get("metadata") if metadata is None else metadata)
     add_usage = False
     if stream:
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
             raise InvalidRequest("'stream_options' must be an object", param="stream_options")
         add_usage = not (options or {}).get("include_usage")
-    return RoutedRequest(op, raw, body, model, stream, task or None, key_id, request_id, add_usage, pin or None)
+    return RoutedRequest(op, raw, body, model, stream, task, key_id, request_id, add_usage, pin or None)
+
+
+def task_of(header: str | None, metadata: object) -> str | None:
+    """The request's task: the X-Nanoroute-Task header's, else `metadata.task`; InvalidRequest for a bad name."""
+    task, param = header, "X-Nanoroute-Task"
+    if task is None and isinstance(metadata, dict) and isinstance(metadata.get("task"), str):
+        task, param = metadata["task"], "metadata.task"
+    if task and TASK.fullmatch(task) is None:
+        raise InvalidRequest(f"{param} must be 1-128 letters, digits, '.', '_', ':', '/', '@' or '-', starting with "
+                             "a letter or digit", param=param)
+    return task or None

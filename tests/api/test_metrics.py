@@ -52,7 +52,7 @@ def test_series_count_stays_flat_when_clients_send_unknown_names(client: Client,
         sdk.chat.completions.create(model="small", messages=[], extra_headers={"X-Nanoroute-Task": f"y{i}"})
     after = scrape(base)
     assert len(after) == before
-    assert after['nanoroute_requests_total{model="none",outcome="client_error",policy="none"}'] == 203
+    assert after['nanoroute_requests_total{api="chat",model="none",outcome="client_error",policy="none"}'] == 203
     assert not any("flood" in k or "unknown-" in k or "x1" in k for k in after)
 
 
@@ -117,4 +117,4 @@ def test_metrics_can_be_served_on_a_port_of_their_own(client: Client, servers: S
     base = servers.gateway(config(up.url), metrics_port=port)
     client(base, "k").chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}])
     text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    assert 'nanoroute_requests_total{model="small",outcome="success",policy="direct"} 1.0' in text
+    assert 'nanoroute_requests_total{api="chat",model="small",outcome="success",policy="direct"} 1.0' in text

@@ -43,7 +43,8 @@ models:
         for _ in range(6):
             with httpx.Client() as c:
                 text = c.get(f"{base}/metrics").text
-            totals.add(_sample(text, 'nanoroute_requests_total{model="small",outcome="success",policy="direct"}'))
+            series = 'nanoroute_requests_total{api="chat",model="small",outcome="success",policy="direct"}'
+            totals.add(_sample(text, series))
             assert _sample(text, 'nanoroute_tokens_total{kind="prompt",model="small"}') == 7 * REQUESTS
         assert totals == {float(REQUESTS)}
         # Both workers wrote their own counter file: the totals above really are sums over processes.

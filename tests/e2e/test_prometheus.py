@@ -137,8 +137,8 @@ policies:
         # The gateway has counted every request (it counts when a request ends, which may be just
         # after the client has its answer); any scrape that starts from now on sees them all.
         metrics = httpx.get(f"{gateway}/metrics").text
-        assert 'nanoroute_requests_total{model="small",outcome="success",policy="chat"} 8.0' in metrics
-        assert 'nanoroute_requests_total{model="small",outcome="success",policy="flaky"} 2.0' in metrics
+        assert 'nanoroute_requests_total{api="chat",model="small",outcome="success",policy="chat"} 8.0' in metrics
+        assert 'nanoroute_requests_total{api="chat",model="small",outcome="success",policy="flaky"} 2.0' in metrics
         prom.wait_scraped_after(time.time())
         _assert_metrics(prom)
     finally:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -335,3 +336,37 @@ def test_a_replica_killed_mid_run_fails_over_without_client_errors(vllm: Vllm, s
     assert retried >= 1
     assert samples(metrics, "nanoroute_upstream_errors_total", model=BASE) == retried
     assert samples(metrics, "nanoroute_requests_total", policy="default", model=BASE, outcome="success") == 18
+
+
+def test_responses_and_messages_apis_reach_the_adapter(adapter: str, vllm: Vllm, servers: Servers) -> None:
+    """OpenAI's Responses API and Anthropic's Messages API, translated for vLLM: the policy sends a triage
+    ticket to the LoRA adapter, which answers with its queue, JSON and streamed, through each official SDK."""
+    base_url = servers.gateway(stack_config(vllm.url), access_log=False)
+    until(lambda: ADAPTER in vllm.models(), "the gateway loading the adapter", 60)
+    system, ticket = EVAL[0][0]["content"], EVAL[0][1]["content"]
+    expected = normalise(EVAL[0][-1]["content"])
+    task = {"X-Nanoroute-Task": TASK}
+    with client(base_url) as c:
+        raw = c.responses.with_raw_response.create(model=BASE, instructions=system, input=ticket, temperature=0,
+                                                   max_output_tokens=16, extra_headers=task)
+        assert (raw.headers["x-nanoroute-policy"], raw.headers["x-nanoroute-model"]) == ("triage", ADAPTER)
+        response = raw.parse()
+        assert normalise(response.output_text) == expected
+        assert response.usage is not None and response.usage.output_tokens > 0
+        with c.responses.stream(model=BASE, instructions=system, input=ticket, temperature=0, max_output_tokens=16,
+                                extra_headers=task) as stream:
+            streamed = stream.get_final_response()
+        assert normalise(streamed.output_text) == expected
+    with anthropic.Anthropic(base_url=base_url.removesuffix("/v1"), api_key="unused", max_retries=0,
+                             timeout=120) as a:
+        raw_message = a.messages.with_raw_response.create(
+            model=BASE, system=system, max_tokens=16, extra_body={"temperature": 0}, extra_headers=task,
+            messages=[{"role": "user", "content": ticket}])
+        assert raw_message.headers["x-nanoroute-model"] == ADAPTER
+        message = raw_message.parse()
+        assert message.content[0].type == "text" and normalise(message.content[0].text) == expected
+        with a.messages.stream(model=BASE, system=system, max_tokens=16, extra_body={"temperature": 0},
+                               extra_headers=task, messages=[{"role": "user", "content": ticket}]) as s:
+            final = s.get_final_message()
+        assert final.content[0].type == "text" and normalise(final.content[0].text) == expected
+        assert final.usage.output_tokens > 0

@@ -33,6 +33,13 @@ the grading code that the system message asks the verdict to carry.
 With `compress` set, answers are gzip- or deflate-compressed whenever the request's Accept-Encoding
 allows it, as OpenAI's servers do.
 
+With `tools` set, it is an agent's model: a chat request that offers tools and whose last message is not
+a tool result is answered with a call to its first tool (`tool_arguments`), JSON or streamed in fragments;
+a tool result is answered with text that quotes it ("The tool said: ...").
+
+POST /v1/responses answers as OpenAI's Responses API does (a Response, or its stream of events, with
+`answer` as the text): the upstream of a backend that speaks that API natively.
+
 Every request is recorded (path, headers with lower-case names, parsed body) for assertions.
 """
 
@@ -78,6 +85,8 @@ class FakeUpstream:
     waiting: int = 0
     error_body: dict[str, Any] | None = None
     """For `status:N`: the JSON body to answer with instead of an OpenAI envelope (e.g. vLLM's shape)."""
+    tools: bool = False
+    tool_arguments: str = '{"city": "Paris"}'
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
     open_requests: int = 0
@@ -98,6 +107,7 @@ class FakeUpstream:
             app.router.add_post(path, self._handle)
             # Azure OpenAI's shape: /openai/deployments/{deployment}/chat/completions?api-version=...
             app.router.add_post("/openai/deployments/{deployment}" + path.removeprefix("/v1"), self._handle)
+        app.router.add_post("/v1/responses", self._handle)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
@@ -152,6 +162,8 @@ class FakeUpstream:
             request.transport.abort()
             await asyncio.sleep(0.1)
             return web.Response()
+        if request.path.endswith("/responses"):
+            return await self._responses(request, body)
         if body.get("stream"):
             return await self._stream(request, body, mode)
         if mode == "garbage":
@@ -168,7 +180,13 @@ class FakeUpstream:
         if path.endswith("/embeddings"):
             return {"object": "list", "model": body["model"], "usage": {"prompt_tokens": 3, "total_tokens": 3},
                     "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}]}
-        if path.endswith("/chat/completions"):
+        if path.endswith("/chat/completions") and self._calls_tool(body):
+            call = {"id": f"call_{len(self.seen)}", "type": "function",
+                    "function": {"name": body["tools"][0]["function"]["name"], "arguments": self.tool_arguments}}
+            choice = {"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                      "logprobs": None, "finish_reason": "tool_calls"}
+            obj = "chat.completion"
+        elif path.endswith("/chat/completions"):
             choice = {"index": 0, "message": {"role": "assistant", "content": self._answer_to(body)},
                       "logprobs": None, "finish_reason": "stop"}
             obj = "chat.completion"
@@ -178,8 +196,16 @@ class FakeUpstream:
         return {"id": f"cmpl-{self.name}-{len(self.seen)}", "object": obj, "created": int(time.time()),
                 "model": body["model"], "choices": [choice], "usage": usage}
 
+    def _calls_tool(self, body: dict[str, Any]) -> bool:
+        messages = body.get("messages") or [{}]
+        return self.tools and bool(body.get("tools")) and messages[-1].get("role") != "tool"
+
     def _answer_to(self, body: dict[str, Any]) -> str:
-        """`answer`, its `{nonce}` (if any) replaced by the grading code that a judge's instructions ask for."""
+        """`answer`, its `{nonce}` (if any) replaced by the grading code that a judge's instructions ask for;
+        with `tools`, a tool's result quoted."""
+        messages = body.get("messages") or [{}]
+        if self.tools and messages[-1].get("role") == "tool":
+            return f"The tool said: {messages[-1].get('content')}"
         if "{nonce}" not in self.answer:
             return self.answer
         system = " ".join(str(m.get("content")) for m in body.get("messages", []) if m.get("role") == "system")
@@ -213,6 +239,8 @@ class FakeUpstream:
             await resp.write(b"data: " + json.dumps(role).encode() + b"\n\n")
             await asyncio.sleep(3600)
         created = int(time.time())
+        if self._calls_tool(body):
+            return await self._stream_tool_call(resp, body, created)
         for i in range(self.chunks):
             delta = {"content": f"tok{i} "} if i else {"role": "assistant", "content": "tok0 "}
             chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
@@ -237,5 +265,66 @@ class FakeUpstream:
         await resp.write(b"data: [DONE]\n\n")
         if self.linger_s:
             await asyncio.sleep(self.linger_s)
+        await resp.write_eof()
+        return resp
+
+    async def _stream_tool_call(self, resp: web.StreamResponse, body: dict[str, Any],
+                                created: int) -> web.StreamResponse:
+        """A call to the first tool, its arguments in two fragments, as OpenAI streams it."""
+        name, args = body["tools"][0]["function"]["name"], self.tool_arguments
+        half = len(args) // 2
+        deltas = [{"role": "assistant", "content": None, "tool_calls": [
+                      {"index": 0, "id": f"call_{len(self.seen)}", "type": "function",
+                       "function": {"name": name, "arguments": ""}}]},
+                  {"tool_calls": [{"index": 0, "function": {"arguments": args[:half]}}]},
+                  {"tool_calls": [{"index": 0, "function": {"arguments": args[half:]}}]}]
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": body["model"]}
+        for delta in deltas:
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+        await resp.write(b"data: " + json.dumps(last).encode() + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {**base, "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}}
+            await resp.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def _responses(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        """OpenAI's Responses API: a completed response with `answer` as its text, or its events."""
+        rid, mid = f"resp_{self.name}_{len(self.seen)}", f"msg_{self.name}_{len(self.seen)}"
+        usage = {"input_tokens": 9, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 4,
+                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 13}
+        part = {"type": "output_text", "text": self.answer, "annotations": []}
+        item = {"id": mid, "type": "message", "role": "assistant", "status": "completed", "content": [part]}
+        response = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
+                    "model": body["model"], "output": [item], "usage": usage, "error": None,
+                    "incomplete_details": None, "instructions": body.get("instructions"), "metadata": {},
+                    "parallel_tool_calls": True, "temperature": 1.0, "tool_choice": "auto", "tools": [],
+                    "top_p": 1.0, "store": body.get("store", True)}
+        if not body.get("stream"):
+            return web.json_response(response)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        started = {**response, "status": "in_progress", "output": [], "usage": None}
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": started},
+            {"type": "response.in_progress", "response": started},
+            {"type": "response.output_item.added", "output_index": 0,
+             "item": {**item, "status": "in_progress", "content": []}},
+            {"type": "response.content_part.added", "item_id": mid, "output_index": 0, "content_index": 0,
+             "part": {**part, "text": ""}},
+            *({"type": "response.output_text.delta", "item_id": mid, "output_index": 0, "content_index": 0,
+               "delta": word, "logprobs": []} for word in self.answer.split(" ")),
+            {"type": "response.output_text.done", "item_id": mid, "output_index": 0, "content_index": 0,
+             "text": self.answer, "logprobs": []},
+            {"type": "response.content_part.done", "item_id": mid, "output_index": 0, "content_index": 0, "part": part},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": response},
+        ]
+        for n, event in enumerate(events):
+            data = json.dumps({**event, "sequence_number": n})
+            await resp.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
         await resp.write_eof()
         return resp

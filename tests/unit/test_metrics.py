@@ -25,11 +25,11 @@ def value(m: Metrics, name: str, **labels: str) -> float:
 def test_a_successful_request_counts_everything_once() -> None:
     m = Metrics(CollectorRegistry())
     cheap = TABLE.models["cheap"]
-    rec = RequestRecord("r1", 0.0, policy="p", reason="cheapest", chosen=cheap, model=cheap, stream=True,
+    rec = RequestRecord("r1", 0.0, op="chat", policy="p", reason="cheapest", chosen=cheap, model=cheap, stream=True,
                         status=200, upstream_s=0.5, first_byte_s=0.6, duration_s=1.6,
                         prompt_tokens=10, completion_tokens=11, cost_usd=0.25, savings_usd=1.5)
     m.observe(rec)
-    assert value(m, "nanoroute_requests_total", policy="p", model="cheap", outcome="success") == 1
+    assert value(m, "nanoroute_requests_total", policy="p", model="cheap", outcome="success", api="chat") == 1
     assert value(m, "nanoroute_request_duration_seconds_count", policy="p", model="cheap", stream="true") == 1
     assert value(m, "nanoroute_time_to_first_token_seconds_sum", model="cheap") == 0.6
     assert abs(value(m, "nanoroute_time_per_output_token_seconds_sum", model="cheap") - 0.1) < 1e-9
@@ -48,7 +48,8 @@ def test_fallbacks_name_where_each_failed_attempt_moved_to() -> None:
         UpstreamConnectError("x", model="dear", backend="b"),
         UpstreamServerError("y", model="spare", backend="b"),
     ]
-    m.observe(RequestRecord("r", 0.0, policy="p", reason="ordered", chosen=models["dear"], model=models["cheap"],
+    m.observe(RequestRecord("r", 0.0, op="chat", policy="p", reason="ordered", chosen=models["dear"],
+                            model=models["cheap"],
                             failures=failures, status=200))
     assert value(m, "nanoroute_fallbacks_total", policy="p", from_model="dear", to_model="spare", reason="connect") == 1
     assert value(m, "nanoroute_fallbacks_total", policy="p", from_model="spare", to_model="cheap",
@@ -59,10 +60,11 @@ def test_fallbacks_name_where_each_failed_attempt_moved_to() -> None:
 def test_when_every_attempt_fails_the_last_fallback_goes_nowhere() -> None:
     m = Metrics(CollectorRegistry())
     failures = [UpstreamConnectError("x", model="dear", backend="b")]
-    m.observe(RequestRecord("r", 0.0, policy="p", reason="ordered", chosen=TABLE.models["dear"], failures=failures,
+    m.observe(RequestRecord("r", 0.0, op="chat", policy="p", reason="ordered", chosen=TABLE.models["dear"],
+                            failures=failures,
                             status=503, outcome=Outcome.UPSTREAM_ERROR))
     assert value(m, "nanoroute_fallbacks_total", policy="p", from_model="dear", to_model="none", reason="connect") == 1
-    assert value(m, "nanoroute_requests_total", policy="p", model="none", outcome="upstream_error") == 1
+    assert value(m, "nanoroute_requests_total", policy="p", model="none", outcome="upstream_error", api="chat") == 1
     assert value(m, "nanoroute_tokens_total", model="dear", kind="prompt") == 0
 
 

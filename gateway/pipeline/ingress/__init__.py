@@ -2,8 +2,10 @@
 
 An ingress names the paths it serves (and the operation behind each), parses a body into a
 `RoutedRequest`, the internal request every later stage reads, and renders an error in the protocol's
-envelope. OpenAI's chat completions, completions and embeddings come in by `openai.py`; another protocol
-is a module beside it, registered in `gateway/pipeline/__init__.py`.
+envelope. OpenAI's chat completions, completions and embeddings come in by `openai.py`, OpenAI's Responses API by
+`responses.py`, Anthropic's Messages API by `anthropic.py`; another protocol is a module beside them,
+registered in `gateway/pipeline/__init__.py`. An ingress also turns the answer into its API's: passed
+through from a model that speaks it, translated (`gateway.protocols`) from one that does not.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import os
 from collections.abc import Mapping
 from typing import Protocol
 
-from gateway.backends.base import Operation
+from gateway.backends.base import Operation, Reply
 from gateway.errors import InvalidRequest, NanorouteError, PayloadTooLarge
 from gateway.pipeline.context import Receive, RequestContext
+from gateway.pipeline.sse import Tap
 from gateway.routing.request import RoutedRequest
 
 
@@ -22,8 +25,15 @@ class Ingress(Protocol):
     routes: Mapping[str, Operation]
     """Path -> the operation a request to it asks for."""
 
-    def parse(self, ctx: RequestContext, raw: bytes) -> RoutedRequest:
+    async def parse(self, ctx: RequestContext, raw: bytes) -> RoutedRequest:
         """The request, from its body and headers; raises a ClientError for one that is not valid."""
+
+    def answer(self, ctx: RequestContext, reply: Reply, native: bool) -> bytes:
+        """The body to send for an upstream's JSON answer: in the client's API already when `native`, else
+        a chat completion to translate."""
+
+    def tap(self, ctx: RequestContext, native: bool) -> Tap:
+        """What relays an upstream's stream to the client (see `answer` for `native`)."""
 
     def error_body(self, exc: NanorouteError) -> bytes:
         """The error as the protocol's clients expect it."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from gateway.backends.base import Operation
+from gateway.backends.base import Operation, Reply
 from gateway.errors import NanorouteError
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.sse import Tap, UsageTap
+from gateway.routing.cascade import strip_logprobs
 from gateway.routing.request import RoutedRequest, parse_request
 
 
@@ -22,11 +24,21 @@ class OpenAIIngress:
         "/v1/embeddings": Operation.EMBEDDINGS,
     })
 
-    def parse(self, ctx: RequestContext, raw: bytes) -> RoutedRequest:
+    async def parse(self, ctx: RequestContext, raw: bytes) -> RoutedRequest:
         h = ctx.headers
         return parse_request(ctx.op, raw, task_header=h.task.decode("latin-1") if h.task else None,
                              key_id=ctx.record.key_id, request_id=ctx.record.request_id,
                              pin=h.pin.decode("latin-1") if h.pin else None)
+
+    def answer(self, ctx: RequestContext, reply: Reply, native: bool) -> bytes:
+        req = ctx.request
+        assert req is not None
+        return strip_logprobs(reply.parsed) if req.add_logprobs else reply.body
+
+    def tap(self, ctx: RequestContext, native: bool) -> Tap:
+        req = ctx.request
+        assert req is not None
+        return UsageTap(strip_usage=req.add_usage)
 
     def error_body(self, exc: NanorouteError) -> bytes:
         return exc.envelope()

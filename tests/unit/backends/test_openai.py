@@ -20,6 +20,7 @@ from gateway.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamMalformed,
+    UpstreamModelNotFound,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamServerError,
@@ -190,6 +191,41 @@ def test_404_is_a_server_error_so_another_model_may_serve(servers: Servers, make
     err = call_error(servers, make(f"{{type: openai, url: {up.url}}}"))
     assert type(err) is UpstreamServerError
     assert err.fallback
+
+
+MISSING_MODEL_404 = {
+    "openai": {"error": {"message": "The model `gpt-9` does not exist or you do not have access to it.",
+                         "type": "invalid_request_error", "param": None, "code": "model_not_found"}},
+    "vllm": {"error": {"message": "The model `served-name` does not exist.", "type": "NotFoundError",
+                       "param": "model", "code": 404}},
+    "vllm-old": {"object": "error", "message": "The model `served-name` does not exist.", "type": "NotFoundError",
+                 "param": None, "code": 404},
+    "ollama": {"error": "model \"served-name\" not found, try pulling it first"},
+    "anthropic": {"type": "error", "error": {"type": "not_found_error", "message": "model: served-name"}},
+}
+OTHER_404 = {
+    "fastapi": {"detail": "Not Found"},
+    "openai-path": {"error": {"message": "Invalid URL (POST /v1/chat/completion)", "type": "invalid_request_error",
+                              "param": None, "code": None}},
+    "anthropic-path": {"type": "error", "error": {"type": "not_found_error", "message": "Not Found"}},
+}
+
+
+@pytest.mark.parametrize("body", MISSING_MODEL_404.values(), ids=MISSING_MODEL_404.keys())
+def test_a_404_that_says_the_model_does_not_exist(servers: Servers, make: Make, body: dict[str, Any]) -> None:
+    up = servers.upstream(behaviour="status:404", error_body=body)
+    err = call_error(servers, make(f"{{type: openai, url: {up.url}}}"))
+    assert type(err) is UpstreamModelNotFound
+    assert (err.status, err.code, err.fallback, err.retryable) == (404, "model_not_found", True, False)
+    assert err.public == "the upstream does not serve the model"
+
+
+@pytest.mark.parametrize("body", OTHER_404.values(), ids=OTHER_404.keys())
+def test_a_404_that_names_no_model_stays_a_server_error(servers: Servers, make: Make, body: dict[str, Any]) -> None:
+    up = servers.upstream(behaviour="status:404", error_body=body)
+    err = call_error(servers, make(f"{{type: openai, url: {up.url}}}"))
+    assert type(err) is UpstreamServerError
+    assert (err.status, err.fallback, err.retryable) == (502, True, False)
 
 
 def test_429_is_rate_limited_with_retry_after(servers: Servers, make: Make) -> None:

@@ -15,7 +15,7 @@ from gateway.backends.replica import Replica
 from gateway.backends.vllm import MAX_QUEUE_WAIT_S, VllmBackend, VllmHooks, read_metrics
 from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
-from gateway.errors import AdapterLoadFailed, UpstreamServerError
+from gateway.errors import AdapterLoadFailed, UpstreamModelNotFound
 from tests.fakes.servers import Servers
 from tests.fakes.vllm import FakeVllm
 
@@ -143,9 +143,10 @@ def test_a_404_for_a_base_model_is_not_retried(servers: Servers, make: Make, tmp
     manifest(tmp_path)
     fake = servers.vllm(name="another-model")
     backend, table = make(fake, extra=QUIET)
-    with pytest.raises(UpstreamServerError, match="404") as info:
+    with pytest.raises(UpstreamModelNotFound, match="does not exist") as info:  # another model may have it
         servers.loop.run(backend.call(attempt(table, "base")))
-    assert not info.value.retryable
+    assert (info.value.status, info.value.code, info.value.retryable, info.value.fallback) == (
+        404, "model_not_found", False, True)
 
 
 def test_streams_load_the_adapter_first(servers: Servers, make: Make, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ DONE = b"data: [DONE]\n\n"
 
 
 def relay(tap: UsageTap, parts: list[bytes]) -> bytes:
-    return b"".join(tap.feed(p) for p in parts) + tap.flush()
+    return b"".join(tap.feed(p) for p in parts) + tap.close()
 
 
 def test_passes_events_through_and_reads_usage() -> None:

@@ -14,6 +14,7 @@ from gateway.config.table import RoutingTable
 from gateway.errors import (
     ContextLengthExceeded,
     UpstreamConnectError,
+    UpstreamRateLimited,
     UpstreamServerError,
     UpstreamTimeout,
 )
@@ -242,3 +243,55 @@ def test_a_replica_whose_queue_is_too_long_is_saturated_not_broken(
     assert circuit(metrics, "m") == 0  # busy is not broken
     a.waiting = 3  # at max_waiting, not over it
     wait_until(lambda: not m.slots[0].replica.saturated)
+
+
+# -- out only because the upstream limits the rate (the chain then answers 429, not 503) --------------------
+
+
+def test_a_model_whose_breakers_429s_opened_is_rate_limited() -> None:
+    one = model(started(table("consecutive_failures: 1, cooldown_s: 5")), "one")
+    for slot in one.slots:
+        slot.failed(UpstreamRateLimited("slow down"), 10.0, 0)
+    assert one.pick(11.0) is None
+    assert one.rate_limited(11.0)
+
+
+def test_a_long_retry_after_held_open_is_rate_limited() -> None:
+    one = model(started(table()), "one")
+    for slot in one.slots:
+        slot.hold(10.0, 30.0)
+    assert one.pick(11.0) is None and one.rate_limited(11.0)
+    assert not one.rate_limited(41.0)  # the wait is over: not out at all
+
+
+def test_one_replica_out_for_another_reason_is_not_rate_limited() -> None:
+    one = model(started(table("consecutive_failures: 1, cooldown_s: 5")), "one")
+    one.slots[0].failed(UpstreamRateLimited("slow down"), 10.0, 0)
+    one.slots[1].failed(UpstreamServerError("x"), 10.0, 0)
+    assert one.pick(11.0) is None
+    assert not one.rate_limited(11.0)
+
+
+def test_what_opened_the_breaker_is_kept_while_it_is_open() -> None:
+    one = model(started(table("consecutive_failures: 1, cooldown_s: 5")), "one")
+    for slot in one.slots:
+        slot.failed(UpstreamRateLimited("slow down"), 10.0, 0)
+        slot.failed(UpstreamServerError("in flight before it opened"), 10.5, 0)  # an open breaker ignores it
+    assert one.rate_limited(11.0)
+
+
+def test_a_breaker_opened_by_other_failures_after_a_429_is_not_rate_limited() -> None:
+    one = model(started(table("consecutive_failures: 2, cooldown_s: 5")), "one")
+    for slot in one.slots:
+        slot.failed(UpstreamRateLimited("slow down"), 10.0, 0)
+        slot.failed(UpstreamServerError("x"), 10.5, 0)  # the second failure opens it: not a rate limit
+    assert one.pick(11.0) is None
+    assert not one.rate_limited(11.0)
+
+
+def test_a_replica_taken_out_by_connection_failures_is_not_rate_limited() -> None:
+    one = model(started(table("consecutive_failures: 1, cooldown_s: 5")), "one")
+    for slot in one.slots:
+        slot.hold(10.0, 30.0)
+    one.slots[0].failed(UpstreamConnectError("refused"), 10.0, 0)  # the replica's own breaker opens too
+    assert not one.rate_limited(11.0)

@@ -1,0 +1,107 @@
+"""OpenAI's Responses API in (`POST /v1/responses`), routed like chat completions.
+
+The body is translated to chat completions (`gateway.protocols.responses`): routing, fallback, usage and
+capture read that. A model whose backend speaks the Responses API itself (`Backend.native`: OpenAI's)
+gets the client's own body, with what the gateway resolves itself put in: the earlier turns' items of a
+`previous_response_id`, and `store: false` (the gateway keeps the conversation, so that the next turn
+may go to any model). Other models get the translation, and their answer is translated back.
+
+`store` (true unless the request says false, as OpenAI's) keeps the response's items in the gateway's
+store (`gateway.store.turns`) for the next turn's `previous_response_id`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from gateway.backends.base import Operation, Reply
+from gateway.errors import InvalidRequest, NanorouteError
+from gateway.pipeline.context import RequestContext
+from gateway.pipeline.sse import Tap, TypedTap
+from gateway.protocols import responses
+from gateway.routing.request import Native, RoutedRequest, from_body, json_object, stand_in
+from gateway.store.turns import Turn, Turns
+
+
+class ResponsesIngress:
+    routes: Mapping[str, Operation] = MappingProxyType({"/v1/responses": Operation.RESPONSES})
+
+    def __init__(self, turns: Turns | None) -> None:
+        self.turns = turns
+        """The store of conversations; None when it is off (`NANOROUTE_RESPONSES_STORE=false`)."""
+
+    async def parse(self, ctx: RequestContext, raw: bytes) -> RoutedRequest:
+        body = json_object(raw)
+        history = await self._history(ctx, body)
+        try:
+            chat, untranslatable = responses.to_chat(body, history), None
+        except responses.Untranslatable as exc:  # a built-in tool, say: only OpenAI's own API may take it
+            chat, untranslatable = stand_in(body, raw), exc
+        store = body.get("store", True)
+        if store is not None and not isinstance(store, bool):
+            raise InvalidRequest("'store' must be a boolean", param="store")
+        if store is not False and body.get("store") is not None and self.turns is None:
+            raise InvalidRequest("This gateway does not store responses (NANOROUTE_RESPONSES_STORE is false): "
+                                 "send 'store': false, and the whole conversation as 'input'", param="store")
+        items = responses.input_items(body, history)
+        if store is not False and self.turns is not None:
+            ctx.turn = Turn(ctx.record.key_id, items)
+        native = {k: v for k, v in body.items() if k != "previous_response_id"}
+        if history:
+            native["input"] = items
+        native["store"] = False
+        h = ctx.headers
+        req = from_body(Operation.CHAT, orjson.dumps(chat), chat,
+                        task_header=h.task.decode("latin-1") if h.task else None, key_id=ctx.record.key_id,
+                        request_id=ctx.record.request_id, pin=h.pin.decode("latin-1") if h.pin else None,
+                        metadata=body.get("metadata"))
+        req.native = Native(Operation.RESPONSES, native, orjson.dumps(native), untranslatable=untranslatable)
+        req.add_usage = req.stream  # the translation reads the usage, whatever the client asked
+        return req
+
+    async def _history(self, ctx: RequestContext, body: dict[str, Any]) -> list[dict[str, Any]] | None:
+        previous = body.get("previous_response_id")
+        if previous is None:
+            return None
+        if not isinstance(previous, str) or not previous:
+            raise InvalidRequest("'previous_response_id' must be a non-empty string", param="previous_response_id")
+        if self.turns is None:
+            raise InvalidRequest("This gateway does not store responses (NANOROUTE_RESPONSES_STORE is false): send "
+                                 "the whole conversation as 'input'", param="previous_response_id")
+        items = await self.turns.load(ctx.record.key_id, previous)
+        if items is None:
+            raise InvalidRequest(f"Previous response with id '{previous}' not found.", param="previous_response_id",
+                                 code="previous_response_not_found")
+        return items
+
+    def answer(self, ctx: RequestContext, reply: Reply, native: bool) -> bytes:
+        if native:
+            doc, body = reply.parsed, reply.body
+        else:
+            req = ctx.request
+            assert req is not None and req.native is not None
+            doc = responses.from_chat(reply.parsed, req.native.body, _response_id(), int(time.time()))
+            body = orjson.dumps(doc)
+        if ctx.turn is not None:
+            ctx.answer = doc  # for the store (pipeline.observers.Stored)
+        return body
+
+    def tap(self, ctx: RequestContext, native: bool) -> Tap:
+        if native:
+            return TypedTap(responses.error_event)
+        req = ctx.request
+        assert req is not None and req.native is not None
+        return responses.StreamTranslator(req.native.body, _response_id(), int(time.time()))
+
+    def error_body(self, exc: NanorouteError) -> bytes:
+        return exc.envelope()
+
+
+def _response_id() -> str:
+    return "resp_" + os.urandom(24).hex()

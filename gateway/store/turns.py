@@ -1,0 +1,73 @@
+"""The Responses API's conversation state: each stored response's items, read back by `previous_response_id`.
+
+A response is kept (when the request says `store`, OpenAI's default) as the items of its turn: the
+input it was given, the earlier turns' items included, then its output. The next request that names it
+as `previous_response_id` starts from those items. Entries are scoped to the client key that made them
+(another key cannot read them, even with the id) and kept for `NANOROUTE_RESPONSES_TTL_S`.
+
+A write is queued on the store's one writer as the answer goes out, not awaited on the request path:
+a later request reads after it, whatever process of this host serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.store.base import Store
+
+log = logging.getLogger("nanoroute")
+
+NAMESPACE = "responses"
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A request whose response is to be stored: who may read it back, and its input items."""
+
+    key_id: str | None
+    items: list[dict[str, Any]]
+
+
+class Turns:
+    def __init__(self, store: Store, ttl_s: float) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self._writes: set[asyncio.Task[None]] = set()
+
+    async def load(self, key_id: str | None, response_id: str) -> list[dict[str, Any]] | None:
+        """The items of a stored response (its input, then its output), or None when there is none for this key."""
+        value = await self.store.get(NAMESPACE, _key(key_id, response_id))
+        if value is None:
+            return None
+        items: list[dict[str, Any]] = orjson.loads(value)
+        return items
+
+    def save(self, turn: Turn, response: dict[str, Any]) -> None:
+        """Queue the write of a response's turn (see the module's docstring); a failure is logged."""
+        response_id, output = response.get("id"), response.get("output")
+        if not isinstance(response_id, str) or not isinstance(output, list):
+            return
+        value = orjson.dumps([*turn.items, *output])
+        task = asyncio.get_running_loop().create_task(self._put(_key(turn.key_id, response_id), value))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _put(self, key: str, value: bytes) -> None:
+        try:
+            await self.store.put(NAMESPACE, key, value, self.ttl_s)
+        except Exception as exc:  # the answer went out already: the next turn will say the id is unknown
+            log.error("could not store a Responses API answer: %s", exc)
+
+    async def drain(self) -> None:
+        """Wait for the writes queued so far (at shutdown, before the store closes)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+def _key(key_id: str | None, response_id: str) -> str:
+    return f"{key_id or '-'}:{response_id}"
