@@ -2,7 +2,9 @@
 
 The app is a thin ASGI front: the proxied endpoints go straight to the request pipeline
 (`gateway/pipeline`: no framework machinery on the hot path); everything else (models, health, admin,
-feedback, metrics) is a FastAPI app. The lifespan opens one connection pool per backend and closes them
+feedback, metrics, the OpenAPI document) is a FastAPI app, whose every answer gets an `x-request-id` on
+the way out as the pipeline's do. With `NANOROUTE_CORS_ORIGINS` set, CORS wraps both (`CorsGateway`,
+`api/cors.py`); unset, nothing does. The lifespan opens one connection pool per backend and closes them
 on shutdown; a reload installs a new table the same way the start does.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -23,17 +26,19 @@ from prometheus_client.multiprocess import mark_process_dead
 from starlette.exceptions import HTTPException
 
 from gateway import __version__, pipeline
-from gateway.api import admin, feedback, health, metrics, models
+from gateway.api import admin, feedback, health, metrics, models, openapi
+from gateway.api.cors import Cors
 from gateway.backends import Backend, VllmHooks, build_backend
 from gateway.capture.capture import Capture
 from gateway.capture.sink import build_sink
 from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
 from gateway.config.watcher import Reloader
-from gateway.errors import InvalidRequest, NanorouteError, NotFound, error_body
+from gateway.errors import InvalidRequest, NanorouteError, UnknownPath, error_body
 from gateway.metrics import Metrics, multiprocess
 from gateway.pipeline.admission.keys import KeyCheck
-from gateway.pipeline.context import Receive, Scope, Send, Snapshot
+from gateway.pipeline.context import Message, Receive, Scope, Send, Snapshot
+from gateway.pipeline.ingress import request_id
 from gateway.reliability.health import Health
 from gateway.rollout import Rollouts
 from gateway.routing.signals import Signals
@@ -68,6 +73,8 @@ class Gateway:
         self._background = Background("gateway")
         self.reloader = Reloader(settings.config_path, table, self.apply, m.reloads_result,
                                  interval_s=settings.reload_interval_s)
+        self.openapi = b""
+        """`/openapi.json`, built once with the API (`api/openapi.py`)."""
         self.api = _build_api(self)
 
     def _queue_wait(self, backend: str, seconds: float) -> None:
@@ -124,11 +131,13 @@ class Gateway:
         return self._state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The proxied endpoints to the pipeline (which sets its own x-request-id), the rest to FastAPI."""
         if scope["type"] == "http":
             found = self.pipeline.routes.get(scope["path"])
             if found is not None:
                 await self.pipeline.handle(self.state, found[0], found[1], scope, receive, send)
                 return
+            send = _with_request_id(scope, send)
         await self.api(scope, receive, send)
 
     @asynccontextmanager
@@ -169,6 +178,31 @@ class Gateway:
                 mark_process_dead(os.getpid())
 
 
+class CorsGateway(Gateway):
+    """The gateway behind CORS (`NANOROUTE_CORS_ORIGINS`): a class of its own, so that a gateway without
+    CORS runs no check for it at all."""
+
+    def __init__(self, settings: Settings, table: RoutingTable) -> None:
+        super().__init__(settings, table)
+        self._cors = Cors(functools.partial(Gateway.__call__, self), settings.cors_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._cors(scope, receive, send)
+
+
+def _with_request_id(scope: Scope, send: Send) -> Send:
+    """`send`, adding the request's id (the client's X-Request-Id when valid, else a new one) to the answer."""
+    given = next((value for name, value in scope["headers"] if name == b"x-request-id"), None)
+    header = (b"x-request-id", request_id(given).encode())
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), header]
+        await send(message)
+
+    return sending
+
+
 async def _close_later(backends: list[Backend], grace_s: float = 600.0) -> None:
     """Close replaced backends once requests that started before the reload are surely finished
     (no attempt outlives its backend's total timeout, 600 s by default)."""
@@ -194,18 +228,23 @@ def _build_api(gw: Gateway) -> FastAPI:
         api.include_router(metrics.router)
     api.include_router(admin.router)
     api.include_router(feedback.router)
+    gw.openapi = openapi.document(api, gw.pipeline.routes)
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def _openapi() -> Response:
+        return Response(gw.openapi, media_type="application/json")
 
     @api.exception_handler(NanorouteError)
     async def _nanoroute_error(_: Request, exc: NanorouteError) -> Response:
         return Response(exc.envelope(), exc.status, headers=dict(_str_headers(exc)), media_type="application/json")
 
     @api.exception_handler(HTTPException)
-    async def _http_error(_: Request, exc: HTTPException) -> Response:
-        err = NotFound(f"No route for this path: {exc.detail}") if exc.status_code == 404 else None
-        if err is not None:
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:  # FastAPI's router found no route: OpenAI's answer to an unknown URL
+            err = UnknownPath(request.method, request.url.path)
             return Response(err.envelope(), 404, media_type="application/json")
         body = error_body(str(exc.detail), "invalid_request_error")
-        return Response(body, exc.status_code, media_type="application/json")
+        return Response(body, exc.status_code, headers=exc.headers, media_type="application/json")
 
     @api.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
@@ -222,4 +261,4 @@ def _str_headers(exc: NanorouteError) -> list[tuple[str, str]]:
 def create_app(settings: Settings | None = None) -> Gateway:
     """Build the gateway from settings (environment when None). Raises ConfigError on a bad config."""
     settings = settings or Settings()
-    return Gateway(settings, load_file(settings.config_path))
+    return (CorsGateway if settings.cors_origins else Gateway)(settings, load_file(settings.config_path))

@@ -5,6 +5,7 @@ Routing lives in the YAML config; these are the few things that describe the pro
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
+"""A browser's Origin: a scheme and a host (and port), nothing after."""
 
 
 class Settings(BaseSettings):
@@ -25,6 +28,9 @@ class Settings(BaseSettings):
         (), description="Comma-separated client keys; when empty the API is open"
     )
     admin_key: SecretStr | None = Field(None, description="Enables /admin/* for this Bearer key")
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Comma-separated origins browsers may call from (`https://app.example`), or `*`; empty: no CORS"
+    )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413")
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="A larger request line and headers get 431")
     header_timeout_s: float = Field(10.0, gt=0, description="Seconds to send the request line and headers")
@@ -61,6 +67,20 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, tuple | list):
+            return value  # pydantic says what is wrong with it
+        origins = tuple(o.strip().lower() if isinstance(o, str) else o for o in value)
+        for origin in origins:
+            if origin and origin != "*" and not (isinstance(origin, str) and ORIGIN.fullmatch(origin)):
+                raise ValueError(f"{origin!r} is not an origin: `*`, or scheme://host[:port] with no path "
+                                 "(`https://app.example`, `http://localhost:3000`)")
+        return tuple(o for o in origins if o)
 
     @property
     def config_path(self) -> Path:

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from gateway.config.loader import load_file
 from gateway.settings import DEFAULT_CONFIG, Settings
 
-VARS = ("CONFIG", "HOST", "PORT", "WORKERS", "API_KEYS", "ADMIN_KEY", "MAX_BODY_BYTES", "LOG_LEVEL", "ACCESS_LOG")
+VARS = ("CONFIG", "HOST", "PORT", "WORKERS", "API_KEYS", "ADMIN_KEY", "MAX_BODY_BYTES", "LOG_LEVEL", "ACCESS_LOG",
+        "CORS_ORIGINS")
 
 
 @pytest.fixture(autouse=True)
@@ -94,3 +95,21 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, var: str, value
 def test_settings_are_frozen() -> None:
     with pytest.raises(ValidationError):
         Settings().port = 1  # type: ignore[misc]
+
+
+def test_cors_is_off_unless_origins_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().cors_origins == ()
+    monkeypatch.setenv("NANOROUTE_CORS_ORIGINS", "")
+    assert Settings().cors_origins == ()
+
+
+def test_cors_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NANOROUTE_CORS_ORIGINS", " https://App.example, http://localhost:3000,,chrome-extension://abc")
+    assert Settings().cors_origins == ("https://app.example", "http://localhost:3000", "chrome-extension://abc")
+    assert Settings(cors_origins="*").cors_origins == ("*",)
+
+
+@pytest.mark.parametrize("origin", ["https://app.example/", "app.example", "https://app.example/path", "https://"])
+def test_a_cors_origin_with_a_path_or_no_scheme_is_refused(origin: str) -> None:
+    with pytest.raises(ValidationError, match="is not an origin"):
+        Settings(cors_origins=origin)
