@@ -11,7 +11,9 @@ go to /dev/null.
 
 `--api responses` and `--api messages` send the same request through OpenAI's Responses API and
 Anthropic's Messages API: the mock speaks chat completions only, so each is translated both ways; the
-difference with `--api chat` is what translation costs.
+difference with `--api chat` is what translation costs. `--native` (with `--api responses`) points the
+backend at `bench/native_mock.py`, which speaks the Responses API, marked `native: [responses]`: the
+request and the answer pass through untranslated, as with OpenAI's own API.
 """
 
 from __future__ import annotations
@@ -75,9 +77,13 @@ async def one(app: Any, raw: bytes, marks: list[float], path: str = PATHS["chat"
     await app(scope, receive, send)
 
 
-async def run(n: int, warmup: int, stream: bool, mock_url: str, api: str = "chat") -> dict[str, float]:
+async def run(n: int, warmup: int, stream: bool, mock_url: str, api: str = "chat",
+              native: bool = False) -> dict[str, float]:
+    config = CONFIG.replace("{mock_url}", mock_url)
+    if native:
+        config = config.replace('url: "' + mock_url + '/v1"}', 'url: "' + mock_url + '/v1", native: [responses]}')
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(CONFIG.replace("{mock_url}", mock_url))
+        f.write(config)
     settings = Settings(config=Path(f.name), reload_interval_s=0, log_level="warning")
     configure_logging(settings)
     app = create_app(settings)
@@ -113,6 +119,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2000)
     ap.add_argument("--json", action="store_true", help="JSON requests instead of streams")
     ap.add_argument("--api", choices=list(PATHS), default="chat", help="the API the requests come in by")
+    ap.add_argument("--native", action="store_true", help="a Responses API mock, passed through (--api responses)")
     ap.add_argument("--cpu", default="1", help="pin this process to this CPU ('' for no pin)")
     ap.add_argument("--mock-cpu", default="0")
     a = ap.parse_args()
@@ -120,6 +127,8 @@ def main() -> None:
         os.sched_setaffinity(0, {int(a.cpu)})
     port = free_port()
     cmd = [sys.executable, str(HARNESS / "mock_upstream.py"), "--port", str(port)]
+    if a.native:
+        cmd = [sys.executable, str(ROOT / "bench" / "native_mock.py"), "--port", str(port)]
     if a.mock_cpu:
         cmd = ["taskset", "-c", a.mock_cpu, *cmd]
     mock = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
@@ -137,8 +146,8 @@ def main() -> None:
         os.dup2(devnull, 2)  # the access log's lines
         import uvloop
 
-        r = uvloop.run(run(a.n, a.warmup, not a.json, f"http://127.0.0.1:{port}", a.api))
-        mode = f"{a.api} " + ("json" if a.json else "stream")
+        r = uvloop.run(run(a.n, a.warmup, not a.json, f"http://127.0.0.1:{port}", a.api, a.native))
+        mode = f"{a.api}{' native' if a.native else ''} " + ("json" if a.json else "stream")
         print(f"{mode}: cpu {r['cpu_us']:.0f} us/req, ttft p50 {r['ttft_p50_us']:.0f} us, "
               f"end p50 {r['total_p50_us']:.0f} us (n={a.n})", flush=True)
     finally:

@@ -79,6 +79,8 @@ def has_content(event: bytes) -> bool:
     payload: bytes | None
     if event.startswith(b"data: ") and b"\n" not in event and b"\r" not in event:
         payload = event[6:]  # one data line: what servers send
+    elif event.startswith(b"event:") and (named := _named(event)) is not None:
+        return named  # a typed event that says by its name alone, without parsing its data
     else:
         payload = _data_of(event)
         if payload is None:
@@ -112,6 +114,24 @@ def has_content(event: bytes) -> bool:
 
 _TYPED_CONTENT = frozenset({"content_block_delta", "message_delta", "message_stop", "response.completed",
                             "response.incomplete"})
+_TYPED_CONTENT_NAMES = frozenset(kind.encode() for kind in _TYPED_CONTENT)
+
+
+_TYPED_OPENING = frozenset({b"response.created", b"response.in_progress", b"response.queued",
+                            b"response.output_item.added", b"response.content_part.added", b"message_start",
+                            b"content_block_start", b"ping"})
+
+
+def _named(event: bytes) -> bool | None:
+    """Whether a Responses or Messages event carries content, by its `event:` name (which both APIs send
+    with every event); None when its data must be read (an error, a name not known here)."""
+    end = event.find(b"\n")
+    name = (event[6:] if end < 0 else event[6:end]).strip()
+    if name in _TYPED_OPENING:
+        return False
+    if name.endswith(b".delta") or name in _TYPED_CONTENT_NAMES:
+        return True
+    return None
 
 
 def _typed_content(kind: str, obj: dict[str, Any]) -> bool:

@@ -55,6 +55,41 @@ def test_what_is_not_openais_sse(ev: bytes) -> None:
         has_content(ev)
 
 
+def typed(kind: str, obj: Any) -> bytes:
+    return f"event: {kind}\n".encode() + event({"type": kind, **obj})
+
+
+@pytest.mark.parametrize(("ev", "content"), [
+    # OpenAI's Responses API, from a backend that speaks it
+    (typed("response.created", {"response": {"id": "r", "status": "in_progress", "error": None}}), False),
+    (typed("response.output_item.added", {"item": {"type": "message"}}), False),
+    (typed("response.output_text.delta", {"delta": "Hi"}), True),
+    (typed("response.function_call_arguments.delta", {"delta": "{"}), True),
+    (typed("response.completed", {"response": {"id": "r", "status": "completed"}}), True),
+    # Anthropic's Messages API
+    (typed("message_start", {"message": {"usage": {"input_tokens": 3}}}), False),
+    (typed("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}), False),
+    (typed("ping", {}), False),
+    (typed("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hi"}}), True),
+    (typed("message_delta", {"delta": {"stop_reason": "end_turn"}}), True),
+    (event({"type": "content_block_delta", "index": 0}), True),  # the type in the data alone
+    (event({"type": "message_start", "message": {}}), False),
+])
+def test_what_counts_as_content_in_typed_events(ev: bytes, content: bool) -> None:
+    assert has_content(ev) is content
+
+
+@pytest.mark.parametrize("ev", [
+    typed("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}}),  # Anthropic's
+    typed("error", {"code": "server_error", "message": "boom"}),  # the Responses API's
+    typed("response.failed", {"response": {"error": {"code": "server_error", "message": "boom"}}}),
+])
+def test_typed_error_events_before_content_are_errors(ev: bytes) -> None:
+    with pytest.raises(ErrorEvent) as info:
+        has_content(ev)
+    assert info.value.obj["error"]["message"] in ("Overloaded", "boom")
+
+
 def test_an_error_event_is_reported_with_its_body() -> None:
     with pytest.raises(ErrorEvent) as info:
         has_content(event({"error": {"message": "boom", "code": 500}}))
