@@ -186,10 +186,15 @@ def test_agents_sdk_runs_a_tool_using_agent(servers: Servers) -> None:
         async with openai.AsyncOpenAI(base_url=base, api_key="sk-client", max_retries=0) as sdk:
             agents.set_default_openai_client(sdk, use_for_tracing=False)  # the SDK's default: the Responses API
             agent = agents.Agent(name="weather", instructions="Answer with the tool.", tools=[get_weather])
-            return await agents.Runner.run(agent, "Weather in Paris?")
+            first = await agents.Runner.run(agent, "Weather in Paris?")
+            again = [*first.to_input_list(), {"role": "user", "content": "And tomorrow?"}]
+            return first, await agents.Runner.run(agent, again)  # the next turn, with the whole history
 
     agents.set_tracing_disabled(True)
-    result = asyncio.run(run())
-    assert seen == ["Paris"]
-    assert result.final_output == "The tool said: 18C in Paris"
-    assert [s.path for s in up.served] == ["/v1/chat/completions"] * 2
+    first, second = asyncio.run(run())
+    assert seen == ["Paris", "Paris"]
+    assert first.final_output == second.final_output == "The tool said: 18C in Paris"
+    assert [s.path for s in up.served] == ["/v1/chat/completions"] * 4
+    history = up.served[2].body["messages"]  # the second turn's first call: the first turn's items translated
+    assert [m["role"] for m in history] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert history[3]["content"] == "18C in Paris" and history[-1]["content"] == "And tomorrow?"
