@@ -285,13 +285,17 @@ class _LitellmStream:
 
 
 ANTHROPIC_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+"""The Messages API's version the gateway's own calls (a breaker's check) send; a client's request is
+sent with the client's `anthropic-version`."""
 
 
 def _messages_transport(name: str, spec: schema.LitellmBackend) -> Transport:
     """An HTTP transport for Anthropic's own API, with the backend's key, timeouts and address: the same
     pool, limits and classification of failures as every OpenAI-compatible backend's."""
     http = schema.OpenAIBackend(type="openai", url=spec.url or ANTHROPIC_URL, api_key_env=spec.api_key_env,
-                                api_key_file=spec.api_key_file, timeouts=spec.timeouts)
+                                api_key_file=spec.api_key_file, timeouts=spec.timeouts,
+                                headers={"anthropic-version": ANTHROPIC_VERSION})  # a client's own replaces it
     return Transport(name, http)
 
 

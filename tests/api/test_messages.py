@@ -12,7 +12,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.api.support import single_model
+from tests.api.support import single_model, wait_until
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.servers import Servers
 
@@ -207,5 +207,19 @@ def test_access_log_records_the_api(servers: Servers, sdk: Any, caplog: pytest.L
     client = sdk(servers.gateway(single_model(up)))
     with caplog.at_level(logging.INFO, logger="nanoroute.access"):
         client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        # the line is written once the answer went out: it may come just after the client has it
+        wait_until(lambda: any(r.name == "nanoroute.access" for r in caplog.records))
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "nanoroute.access"]
     assert [(x["op"], x["prompt_tokens"]) for x in lines] == [("messages", 7)]
+
+
+def test_anthropic_gets_a_version_when_the_client_sent_none(servers: Servers) -> None:
+    """Anthropic refuses a request without `anthropic-version`: curl users, and the gateway's own checks of
+    a failing model, send none."""
+    fake = servers.anthropic()
+    base = servers.gateway(native_config(fake))
+    resp = httpx.post(base + "/messages", json={"model": "claude", "max_tokens": 5,
+                                                "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+    assert resp.status_code == 200 and resp.json()["type"] == "message"
+    headers = {k.lower(): v for k, v in fake.seen[0][0].items()}
+    assert headers["anthropic-version"] == "2023-06-01"

@@ -28,9 +28,6 @@ from gateway.pipeline.sse import Tap, TypedTap
 from gateway.protocols import anthropic
 from gateway.routing.request import Native, RoutedRequest, from_body, json_object, stand_in
 
-DEFAULT_VERSION = "2023-06-01"
-"""Sent upstream as `anthropic-version` when the client sent none (Anthropic requires one)."""
-
 
 class AnthropicIngress:
     routes: Mapping[str, Operation] = MappingProxyType({
@@ -54,8 +51,9 @@ class AnthropicIngress:
                         task_header=h.task.decode("latin-1") if h.task else None, key_id=ctx.record.key_id,
                         request_id=ctx.record.request_id, pin=h.pin.decode("latin-1") if h.pin else None,
                         metadata=body.get("metadata"))
-        headers = [("anthropic-version", h.anthropic_version.decode("latin-1") if h.anthropic_version
-                    else DEFAULT_VERSION)]
+        headers = []  # the backend sends its own anthropic-version when the client sent none
+        if h.anthropic_version:
+            headers.append(("anthropic-version", h.anthropic_version.decode("latin-1")))
         if h.anthropic_beta:
             headers.append(("anthropic-beta", h.anthropic_beta.decode("latin-1")))
         req.native = Native(Operation.MESSAGES, body, raw, tuple(headers), untranslatable=untranslatable)
