@@ -162,11 +162,28 @@ def test_native_upstream_gets_the_request_as_sent(servers: Servers, client: Clie
     assert sent.body["store"] is False  # the gateway keeps the conversation itself
     follow = sdk.responses.create(model="big", input="more?", previous_response_id=final.id)
     assert follow.output_text == "Native answer."
-    assert up.served[1].body["input"][:2] == [
+    assert up.served[1].body["input"][:2] == [  # without ids: with store false, OpenAI would look them up
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "news?"}]},
-        {"id": final.output[0].id, "type": "message", "role": "assistant", "status": "completed",
+        {"type": "message", "role": "assistant", "status": "completed",
          "content": [{"type": "output_text", "text": "Native answer.", "annotations": []}]}]
     assert "previous_response_id" not in up.served[1].body
+
+
+def test_reasoning_items_go_natively_only_with_their_encrypted_content(servers: Servers, client: Client) -> None:
+    up = servers.upstream("big", answer="Native answer.")
+    sdk = client(servers.gateway(NATIVE.format(url=up.url)))
+    items: Any = [
+        {"role": "user", "content": "Plan it."},
+        {"type": "reasoning", "id": "rs_1", "summary": []},  # stored by OpenAI: unknown with store false
+        {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "gAAAA-opaque"},
+        {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+         "content": [{"type": "output_text", "text": "Done.", "annotations": []}]},
+        {"role": "user", "content": "Next?"}]
+    sdk.responses.create(model="big", input=items, reasoning={"effort": "low"})
+    sent = up.served[0].body
+    assert sent["input"] == [items[0], {"type": "reasoning", "summary": [], "encrypted_content": "gAAAA-opaque"},
+                             {k: v for k, v in items[3].items() if k != "id"}, items[4]]
+    assert sent["include"] == ["reasoning.encrypted_content"]  # so the next turn can carry this one's
 
 
 def test_agents_sdk_runs_a_tool_using_agent(servers: Servers) -> None:

@@ -52,10 +52,7 @@ class ResponsesIngress:
         items = responses.input_items(body, history)
         if store is not False and self.turns is not None:
             ctx.turn = Turn(ctx.record.key_id, items)
-        native = {k: v for k, v in body.items() if k != "previous_response_id"}
-        if history:
-            native["input"] = items
-        native["store"] = False
+        native = _stateless(body, items if history or isinstance(body.get("input"), list) else None)
         h = ctx.headers
         req = from_body(Operation.CHAT, orjson.dumps(chat), chat,
                         task_header=h.task.decode("latin-1") if h.task else None, key_id=ctx.record.key_id,
@@ -101,6 +98,30 @@ class ResponsesIngress:
 
     def error_body(self, exc: NanorouteError) -> bytes:
         return exc.envelope()
+
+
+def _stateless(body: dict[str, Any], items: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The body for a backend that speaks the Responses API: the gateway keeps the conversation, so the
+    upstream is asked to keep nothing (`store: false`) and gets the whole input. With `store: false`,
+    OpenAI resolves an item's `id` in its own store and fails ("Item with id 'rs_...' not found"): the
+    items go without their ids, and a reasoning item only with its encrypted content (which a request
+    that sets `reasoning` asks for, so that the next turn can carry it)."""
+    native = {k: v for k, v in body.items() if k != "previous_response_id"}
+    if items is not None:
+        native["input"] = [_without_id(item) for item in items if not isinstance(item, dict)
+                           or item.get("type") != "reasoning" or item.get("encrypted_content")]
+    native["store"] = False
+    if "reasoning" in body:
+        include = body.get("include")
+        include = list(include) if isinstance(include, list) else []
+        if "reasoning.encrypted_content" not in include:
+            native["include"] = [*include, "reasoning.encrypted_content"]
+    return native
+
+
+def _without_id(item: Any) -> Any:
+    """An input item without its `id`; what is not an object is left for the upstream to refuse."""
+    return {k: v for k, v in item.items() if k != "id"} if isinstance(item, dict) else item
 
 
 def _response_id() -> str:
