@@ -34,7 +34,7 @@ from gateway.capture.sink import build_sink
 from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
 from gateway.config.watcher import Reloader
-from gateway.errors import InvalidRequest, NanorouteError, UnknownPath, error_body
+from gateway.errors import InvalidRequest, NanorouteError, StorageUnavailable, UnknownPath, error_body
 from gateway.metrics import Metrics, multiprocess
 from gateway.pipeline.admission.keys import KeyCheck
 from gateway.pipeline.context import Message, Receive, Scope, Send, Snapshot
@@ -148,7 +148,11 @@ class Gateway:
         if not s.metrics_on_api and s.metrics_port is None:
             log.warning("NANOROUTE_METRICS_ON_API is false and NANOROUTE_METRICS_PORT is unset: /metrics is served "
                         "nowhere")
-        await self.store.start()
+        try:
+            await self.store.start()
+        except StorageUnavailable as exc:  # e.g. NANOROUTE_DATA_DIR not writable: serve the rest all the same
+            log.error("%s; serving all the same: requests that need the store (the Responses API's "
+                      "previous_response_id) get 503, and answers are not stored, while it is unavailable", exc)
         await self.apply(self._first)
         table = self.state.table
         log.info("nanoroute %s serving config %s (version %s)", __version__, table.source, table.version)

@@ -15,7 +15,7 @@ The tree::
     │   ├── MethodNotAllowed            405 a proxied endpoint called with another method than POST
     │   └── PayloadTooLarge             413 body over the configured limit
     ├── PolicyUnmet                     503 no candidate meets the policy's requirements and it says `reject`
-    ├── StorageUnavailable              503 the gateway could not write what it was asked to keep (feedback)
+    ├── StorageUnavailable              503 the gateway could not read or write what it keeps (feedback, the store)
     ├── DistillError                    a `nanoroute distill` step cannot go on (no data, no manifest, a failed run)
     └── UpstreamError                   one attempt at one model failed; flags say what may help (below)
         ├── UpstreamConnectError        503 connection refused, reset or DNS failure before a response
@@ -172,6 +172,9 @@ class PolicyUnmet(NanorouteError):
 
 
 class StorageUnavailable(NanorouteError):
+    """The gateway could not read or write what it keeps (feedback, the store: the Responses API's
+    conversations): 503, and nothing the request asked for is half done."""
+
     status = 503
     type = "server_error"
     code = "storage_unavailable"

@@ -29,7 +29,7 @@ import orjson
 
 from gateway.backends.base import Operation
 from gateway.capture.capture import Capture
-from gateway.errors import ClientError, MethodNotAllowed, NanorouteError, PolicyUnmet
+from gateway.errors import ClientError, MethodNotAllowed, NanorouteError, PolicyUnmet, StorageUnavailable
 from gateway.metrics import Metrics
 from gateway.pipeline.admission import Admission
 from gateway.pipeline.admission.keys import KeyCheck, Keys
@@ -111,6 +111,10 @@ class Pipeline:
                 check.admit(ctx)
         except (ClientError, PolicyUnmet) as exc:
             rec.outcome, rec.status = Outcome.CLIENT_ERROR, exc.status
+            await send_error(ctx, exc, send)
+            return
+        except StorageUnavailable as exc:  # the store an ingress reads (the Responses API's conversations)
+            rec.outcome, rec.status, rec.error = Outcome.INTERNAL_ERROR, exc.status, exc.message
             await send_error(ctx, exc, send)
             return
         if ctx.op is Operation.COUNT_TOKENS:  # answered here: the model exists and the key may use it

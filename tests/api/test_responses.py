@@ -215,3 +215,18 @@ def test_agents_sdk_runs_a_tool_using_agent(servers: Servers) -> None:
     history = up.served[2].body["messages"]  # the second turn's first call: the first turn's items translated
     assert [m["role"] for m in history] == ["system", "user", "assistant", "tool", "assistant", "user"]
     assert history[3]["content"] == "18C in Paris" and history[-1]["content"] == "And tomorrow?"
+
+
+def test_a_store_that_does_not_open_leaves_the_rest_serving(servers: Servers, client: Client,
+                                                            tmp_path: Any) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    up = servers.upstream("m")
+    sdk = client(servers.gateway(single_model(up), store_path=blocked / "state.db"))
+    assert sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices
+    first = sdk.responses.create(model="m", input="hi")  # answered; it cannot be stored
+    assert first.output_text == "Hello from the fake upstream."
+    with pytest.raises(openai.InternalServerError) as down:
+        sdk.responses.create(model="m", input="?", previous_response_id=first.id)
+    assert (down.value.status_code, down.value.code) == (503, "storage_unavailable")
+    assert str(blocked) not in down.value.message  # where it is kept is the operator's to know
