@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     metrics: bool = Field(True, description="Count requests in the Prometheus metrics (off only to measure their cost)")
     data_dir: Path = Field(Path(".nanoroute"), description="Where the gateway keeps data: captures, datasets, adapters")
     store_path: Path | None = Field(None, description="The embedded store's SQLite file; default DATA_DIR/state.db")
+    redis_url: SecretStr | None = Field(
+        None, description="redis://[:password@]host:port/db (rediss:// for TLS): keep the store in Redis, shared by "
+        "every replica, instead of the SQLite file"
+    )
     responses_store: bool = Field(True, description="Keep Responses API answers for `previous_response_id`")
     responses_ttl_s: float = Field(30 * 86400, gt=0, description="How long a stored Responses API answer is kept")
     capture_dir: Path | None = Field(None, description="Captures and feedback; default DATA_DIR/captures")
@@ -63,7 +67,7 @@ class Settings(BaseSettings):
             return tuple(k.strip() for k in value.split(",") if k.strip())
         return value
 
-    @field_validator("admin_key", mode="before")
+    @field_validator("admin_key", "redis_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

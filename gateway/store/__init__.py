@@ -2,14 +2,14 @@
 
 Its first user is the OpenAI Responses API (`store: true`, then `previous_response_id` on the next turn:
 a response kept for a while and read back by the same client). The next is governance: keys, budgets and
-rate-limit counters that every process, and later every replica, must see alike.
+rate-limit counters that every process, and with Redis every replica, must see alike.
 
     base.py     `Store`: get, put (with a time to live), delete, start, close; bytes under (namespace, key)
     sqlite.py   `SqliteStore`: the embedded default, one SQLite file (`NANOROUTE_STORE_PATH`, by default
                 `$NANOROUTE_DATA_DIR/state.db`) shared by the processes of one host
+    redis.py    `RedisStore`: a Redis server (`NANOROUTE_REDIS_URL`) shared by every replica on every host
 
-A store shared by replicas on several hosts (Redis) will be a `redis.py` module here implementing the same
-`Store`, chosen in `build_store` by a setting; callers only ever see `Store`, so nothing else changes.
+`build_store` chooses: Redis when `NANOROUTE_REDIS_URL` is set, else SQLite. Callers only ever see `Store`.
 Failures are raised as `gateway.errors.StorageUnavailable`; a value over the size limit as `PayloadTooLarge`.
 """
 
@@ -27,6 +27,12 @@ __all__ = ["SqliteStore", "Store", "build_store"]
 
 
 def build_store(settings: Settings) -> Store:
-    """The store the settings describe: for now always the embedded SQLite one at `settings.store_file`.
-    Not started: the caller's lifespan calls `start()` and, at shutdown, `close()`."""
+    """The store the settings describe: the Redis server at `settings.redis_url` when it is set, else the
+    embedded SQLite file at `settings.store_file`. Not started: the caller's lifespan calls `start()` and, at
+    shutdown, `close()`. A URL that is not Redis's raises ValueError (naming it without its password)."""
+    if settings.redis_url is not None:
+        # Imported here: redis-py takes ~60 ms to import, which a gateway on SQLite need not pay at each start.
+        from gateway.store.redis import RedisStore
+
+        return RedisStore(settings.redis_url.get_secret_value())
     return SqliteStore(settings.store_file)

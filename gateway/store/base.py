@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from gateway.errors import PayloadTooLarge
+
 
 class Store(Protocol):
     """State that must outlive a request and a restart, shared by the gateway's processes.
@@ -36,3 +38,13 @@ class Store(Protocol):
 
     async def delete(self, namespace: str, key: str) -> bool:
         """Remove the value; True when there was one still alive."""
+
+
+def check_put(value: bytes, ttl_s: float | None, max_value_bytes: int) -> None:
+    """What every store checks of a `put` before it writes: the value's size (`PayloadTooLarge`, which no
+    retry changes) and the lifetime (a caller's bug: ValueError)."""
+    if len(value) > max_value_bytes:
+        raise PayloadTooLarge(f"The value to store is {len(value)} bytes, over the store's limit of "
+                              f"{max_value_bytes} bytes")
+    if ttl_s is not None and not ttl_s > 0:
+        raise ValueError(f"ttl_s must be above 0 or None, not {ttl_s!r}")

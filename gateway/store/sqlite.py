@@ -34,8 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.errors import PayloadTooLarge, StorageUnavailable
+from gateway.errors import StorageUnavailable
 from gateway.files import private_dir
+from gateway.store.base import check_put
 from gateway.tasks import Background
 
 log = logging.getLogger("nanoroute")
@@ -110,11 +111,7 @@ class SqliteStore:
         return await self._call("read", lambda db: _get(db, namespace, key, now))
 
     async def put(self, namespace: str, key: str, value: bytes, ttl_s: float | None) -> None:
-        if len(value) > self.max_value_bytes:
-            raise PayloadTooLarge(f"The value to store is {len(value)} bytes, over the store's limit of "
-                                  f"{self.max_value_bytes} bytes")
-        if ttl_s is not None and not ttl_s > 0:
-            raise ValueError(f"ttl_s must be above 0 or None, not {ttl_s!r}")
+        check_put(value, ttl_s, self.max_value_bytes)
         expires_at = None if ttl_s is None else self._clock() + ttl_s
         await self._call("write", lambda db: _put(db, namespace, key, value, expires_at))
 

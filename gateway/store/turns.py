@@ -5,8 +5,8 @@ input it was given, the earlier turns' items included, then its output. The next
 as `previous_response_id` starts from those items. Entries are scoped to the client key that made them
 (another key cannot read them, even with the id) and kept for `NANOROUTE_RESPONSES_TTL_S`.
 
-A write is queued on the store's one writer as the answer goes out, not awaited on the request path:
-a later request reads after it, whatever process of this host serves it.
+A write is queued as the answer goes out, not awaited on the request path; a read that misses waits a
+little for a write on its way (`Turns.load`), so the next turn finds it on any worker or replica.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from gateway.store.base import Store
 log = logging.getLogger("nanoroute")
 
 NAMESPACE = "responses"
+MISS_RETRIES_S = (0.05, 0.1, 0.2)
+"""Waits before asking again for a response not found (see `Turns.load`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +42,18 @@ class Turns:
         self._writes: set[asyncio.Task[None]] = set()
 
     async def load(self, key_id: str | None, response_id: str) -> list[dict[str, Any]] | None:
-        """The items of a stored response (its input, then its output), or None when there is none for this key."""
-        value = await self.store.get(NAMESPACE, _key(key_id, response_id))
+        """The items of a stored response (its input, then its output), or None when there is none for this key.
+
+        A response is written as its answer goes out: a client that sends the next turn at once, to another
+        worker or replica, may ask before the write landed. A miss is asked again a few times (0.35 s in
+        all) before it counts: only an unknown or expired id waits."""
+        key = _key(key_id, response_id)
+        value = await self.store.get(NAMESPACE, key)
+        for delay in MISS_RETRIES_S:
+            if value is not None:
+                break
+            await asyncio.sleep(delay)
+            value = await self.store.get(NAMESPACE, key)
         if value is None:
             return None
         items: list[dict[str, Any]] = orjson.loads(value)

@@ -1,0 +1,194 @@
+"""`RedisStore`: the store in a Redis server, shared by every replica of the gateway on every host.
+
+A value is a Redis string under `{prefix}{namespace}:{key}`, written with `SET` (with `PX` when it has a
+lifetime, so Redis itself expires it), read with `GET`, removed with `DEL`. Redis never returns an expired
+key, so there is no sweep here. Durability is Redis's own: with `appendonly yes` a write is in the
+append-only file when it returns, and `appendfsync` says when that file reaches the disk (docs/configuration.md,
+"The store").
+
+Every call is bounded: a free connection of the pool (`max_connections`) is waited for within `timeout_s`, a
+connection opened within `connect_timeout_s`, a command answered within `timeout_s`; a timeout is never
+retried. A connection found lost (closed by a Redis that restarted, reset, refused) is replaced and the command
+sent once more, at once: so the first call after Redis is back works, even on a pooled connection whose close
+the event loop has not read yet. That is safe for SET, GET and DEL, which leave the same state when they run
+twice (a DEL whose first answer was lost may say False); a command that must not run twice (INCRBY, for the
+counters to come) needs a pool without the retry. Every error of redis-py's, or of the socket under it,
+becomes `StorageUnavailable` at this boundary, with a message safe for clients; the URL is logged and raised
+only with its password masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar, cast
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool, parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from gateway.errors import StorageUnavailable
+from gateway.store.base import check_put
+
+log = logging.getLogger("nanoroute")
+
+T = TypeVar("T")
+
+LOG_EVERY_S = 60.0
+"""A store that keeps failing is logged once a minute, not once a request."""
+
+
+class RedisStore:
+    """The `Store` (gateway/store/base.py) in the Redis server at `url` (`redis://[[user]:password@]host[:port][/db]`,
+    `rediss://` for TLS, or `unix:///path.sock`).
+
+    `max_value_bytes`: larger values are refused with `PayloadTooLarge`. `prefix`: put before every key, so
+    that several gateways (or other programs) can share one server. `connect_timeout_s`, `timeout_s`: the
+    longest a connection takes to open, and a command (or the wait for a free connection) to be answered.
+    `max_connections`: the pool's size in this process. A namespace may not hold `:`, so that keys of two
+    namespaces never meet.
+    """
+
+    def __init__(self, url: str, *, max_value_bytes: int = 16 << 20, prefix: str = "nanoroute:",
+                 connect_timeout_s: float = 1.0, timeout_s: float = 2.0, max_connections: int = 64) -> None:
+        if max_value_bytes < 1 or max_connections < 1 or not (connect_timeout_s > 0 and timeout_s > 0):
+            raise ValueError("max_value_bytes and max_connections must be positive, the timeouts above 0")
+        self.where = redacted(url)
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise ValueError(f"The Redis URL {self.where} cannot be used: {exc}") from None
+        self.max_value_bytes = max_value_bytes
+        self.prefix = prefix
+        self.connect_timeout_s = connect_timeout_s
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self._url = url
+        self._secrets = _passwords(url)
+        self._client: aioredis.Redis | None = None
+        self._started = self._closed = False
+        self._calls = 0  # calls in flight; close() waits for them
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._logged_at = -math.inf
+
+    async def start(self) -> None:
+        """Open the pool and PING the server, so that a wrong URL, password or a server that is down stops
+        the gateway at start rather than at its first request."""
+        if self._started or self._closed:
+            raise RuntimeError("a RedisStore is started once")
+        self._started = True
+        pool = BlockingConnectionPool.from_url(
+            self._url, max_connections=self.max_connections, timeout=self.timeout_s,
+            socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
+        client = aioredis.Redis.from_pool(pool)
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            await client.aclose()
+            raise StorageUnavailable(f"The store at {self.where} could not be reached: {self._safe(exc)}") from exc
+        self._client = client
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True  # refuse new calls; those in flight finish (each within the timeouts) first
+        await self._idle.wait()
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.aclose()
+            except (RedisError, OSError) as exc:
+                log.warning("closing the store at %s: %s", self.where, self._safe(exc))
+
+    async def get(self, namespace: str, key: str) -> bytes | None:
+        name = self._name(namespace, key)
+        value = await self._call("read", lambda client: client.get(name))
+        return cast(bytes | None, value)  # decode_responses is off: redis-py answers bytes
+
+    async def put(self, namespace: str, key: str, value: bytes, ttl_s: float | None) -> None:
+        check_put(value, ttl_s, self.max_value_bytes)
+        name = self._name(namespace, key)
+        # Whole milliseconds, rounded up so that a lifetime never ends early; an infinite one is none at all.
+        px = None if ttl_s is None or math.isinf(ttl_s) else max(1, math.ceil(ttl_s * 1000))
+        await self._call("write", lambda client: client.set(name, value, px=px))
+
+    async def delete(self, namespace: str, key: str) -> bool:
+        name = self._name(namespace, key)
+        deleted = await self._call("delete", lambda client: client.delete(name))
+        return bool(deleted)
+
+    def _name(self, namespace: str, key: str) -> str:
+        if ":" in namespace:
+            raise ValueError(f"a namespace may not hold ':' ({namespace!r})")
+        return f"{self.prefix}{namespace}:{key}"
+
+    async def _call(self, doing: str, command: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        """Run one command; redis-py's and the socket's errors become `StorageUnavailable` here."""
+        client = self._client
+        if client is None or self._closed:
+            raise StorageUnavailable("The gateway's store is not open")
+        async with self._in_flight():
+            try:
+                return await command(client)
+            except (RedisError, OSError) as exc:
+                now = time.monotonic()
+                if now - self._logged_at >= LOG_EVERY_S:
+                    self._logged_at = now
+                    log.error("the store at %s failed to %s: %s: %s (further failures this minute are not logged)",
+                              self.where, doing, type(exc).__name__, self._safe(exc))
+                raise StorageUnavailable(f"The gateway's store failed to {doing}; try again later") from exc
+
+    @contextlib.asynccontextmanager
+    async def _in_flight(self) -> AsyncIterator[None]:
+        self._calls += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._calls -= 1
+            if not self._calls:
+                self._idle.set()
+
+    def _safe(self, exc: BaseException) -> str:
+        """An error's text with the password masked, should redis-py ever quote it."""
+        text = str(exc)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def redacted(url: str) -> str:
+    """`url` with its password (in the authority or a `password=` query parameter) replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+        shown = url
+        if parts.password is not None:
+            user, _, host = parts.netloc.rpartition("@")
+            shown = shown.replace(parts.netloc, f"{user.partition(':')[0]}:***@{host}", 1)
+    except ValueError:
+        return "(a Redis URL that cannot be parsed)"
+    if parts.query:
+        query = "&".join("password=***" if item.partition("=")[0] == "password" else item
+                         for item in parts.query.split("&"))
+        shown = shown.replace(f"?{parts.query}", f"?{query}", 1)
+    return shown
+
+
+def _passwords(url: str) -> tuple[str, ...]:
+    """The URL's password as written and as decoded, to mask in any text."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password or "", *(v for k, v in parse_qsl(parts.query) if k == "password")]
+    except ValueError:
+        return ()
+    return tuple({form for p in found if p for form in (p, unquote(p))})
