@@ -81,8 +81,9 @@ class RedisStore:
         self._logged_at = -math.inf
 
     async def start(self) -> None:
-        """Open the pool and PING the server, so that a wrong URL, password or a server that is down stops
-        the gateway at start rather than at its first request."""
+        """Open the pool and PING the server, so that a wrong URL, password or a server that is down is said
+        at start (StorageUnavailable) rather than at the first request. The pool stays open either way: each
+        later call connects again, so the store works once the server answers."""
         if self._started or self._closed:
             raise RuntimeError("a RedisStore is started once")
         self._started = True
@@ -90,13 +91,11 @@ class RedisStore:
             self._url, max_connections=self.max_connections, timeout=self.timeout_s,
             socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.timeout_s,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
-        client = aioredis.Redis.from_pool(pool)
+        client = self._client = aioredis.Redis.from_pool(pool)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
-            await client.aclose()
             raise StorageUnavailable(f"The store at {self.where} could not be reached: {self._safe(exc)}") from exc
-        self._client = client
 
     async def close(self) -> None:
         if self._closed:

@@ -92,3 +92,20 @@ def test_a_redis_that_is_down_is_a_503_storage_unavailable(servers: Servers, cli
         sdk.responses.create(model="m", input="Two.", previous_response_id="resp_0123")
     assert down.value.status_code == 503 and down.value.code == "storage_unavailable"
     assert down.value.message.endswith("The gateway's store failed to read; try again later")
+
+
+def test_a_gateway_started_while_redis_is_down_serves_and_recovers(servers: Servers, client: Client,
+                                                                    redis_server: RedisServer) -> None:
+    redis_server.kill()
+    up = servers.upstream("m")
+    sdk = client(servers.gateway(single_model(up), redis_url=redis_server.url))  # starts all the same
+    assert sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices
+    with pytest.raises(openai.InternalServerError) as down:
+        sdk.responses.create(model="m", input="?", previous_response_id="resp_0123")
+    assert (down.value.status_code, down.value.code) == (503, "storage_unavailable")
+    redis_server.start()
+    first = sdk.responses.create(model="m", input="One.")
+    drain(servers, 0)
+    sdk.responses.create(model="m", input="Two.", previous_response_id=first.id)
+    assert [text(m["content"]) for m in up.served[-1].body["messages"]] == [
+        "One.", "Hello from the fake upstream.", "Two."]
