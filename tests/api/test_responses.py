@@ -149,17 +149,20 @@ def test_native_upstream_gets_the_request_as_sent(servers: Servers, client: Clie
     sdk = client(servers.gateway(NATIVE.format(url=up.url)))
     tools: Any = [{"type": "web_search"}]
     if stream:
-        with sdk.responses.stream(model="big", input="news?", tools=tools, reasoning={"effort": "low"}) as s:
+        with sdk.responses.stream(model="big", input="news?", tools=tools, reasoning={"effort": "low"},
+                                  metadata={"task": "news"}) as s:
             kinds = [e.type for e in s]
             final = s.get_final_response()
         assert kinds[-1] == "response.completed"
     else:
-        final = sdk.responses.create(model="big", input="news?", tools=tools, reasoning={"effort": "low"})
+        final = sdk.responses.create(model="big", input="news?", tools=tools, reasoning={"effort": "low"},
+                                     metadata={"task": "news"})
     assert final.output_text == "Native answer."
     sent = up.served[0]
     assert sent.path == "/v1/responses"
     assert sent.body["model"] == "gpt-5" and sent.body["tools"] == tools and sent.body["reasoning"] == {"effort": "low"}
     assert sent.body["store"] is False  # the gateway keeps the conversation itself
+    assert "metadata" not in sent.body  # it tags what OpenAI stores, and nothing is
     follow = sdk.responses.create(model="big", input="more?", previous_response_id=final.id)
     assert follow.output_text == "Native answer."
     assert up.served[1].body["input"][:2] == [  # without ids: with store false, OpenAI would look them up

@@ -100,13 +100,17 @@ class ResponsesIngress:
         return exc.envelope()
 
 
+_RESOLVED_HERE = frozenset({"previous_response_id", "metadata"})
+
+
 def _stateless(body: dict[str, Any], items: list[dict[str, Any]] | None) -> dict[str, Any]:
     """The body for a backend that speaks the Responses API: the gateway keeps the conversation, so the
     upstream is asked to keep nothing (`store: false`) and gets the whole input. With `store: false`,
     OpenAI resolves an item's `id` in its own store and fails ("Item with id 'rs_...' not found"): the
     items go without their ids, and a reasoning item only with its encrypted content (which a request
-    that sets `reasoning` asks for, so that the next turn can carry it)."""
-    native = {k: v for k, v in body.items() if k != "previous_response_id"}
+    that sets `reasoning` asks for, so that the next turn can carry it). `metadata` tags a stored response,
+    and OpenAI refuses it without `store` on chat completions: nothing is stored upstream, so it stays here."""
+    native = {k: v for k, v in body.items() if k not in _RESOLVED_HERE}
     if items is not None:
         native["input"] = [_without_id(item) for item in items if not isinstance(item, dict)
                            or item.get("type") != "reasoning" or item.get("encrypted_content")]
