@@ -43,7 +43,7 @@ from gateway.pipeline.relay import relay, send_error, send_json
 from gateway.pipeline.route import Route
 from gateway.record import Outcome, RequestRecord
 from gateway.rollout import Rollouts
-from gateway.routing import tokens
+from gateway.routing.estimate import prompt_tokens
 from gateway.store.turns import Turns
 
 log = logging.getLogger("nanoroute")
@@ -119,7 +119,7 @@ class Pipeline:
             return
         if ctx.op is Operation.COUNT_TOKENS:  # answered here: the model exists and the key may use it
             rec.status = 200
-            count = tokens.count(req.body, ctx.state.signals.encoder)
+            count = prompt_tokens(req, ctx.state.signals)
             await send_json(ctx, orjson.dumps({"input_tokens": count}), send)
             return
         # The request runs to its end on the snapshot it started with, whatever a reload swaps in meanwhile.

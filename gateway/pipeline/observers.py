@@ -16,8 +16,7 @@ from gateway.capture.capture import Capture
 from gateway.metrics import Metrics
 from gateway.pipeline.context import RequestContext
 from gateway.rollout import Rollouts
-from gateway.routing import tokens
-from gateway.routing.estimate import usage_cost
+from gateway.routing.estimate import prompt_tokens, usage_cost
 from gateway.store.turns import Turns
 
 
@@ -53,11 +52,8 @@ class Usage:
         req, rec = ctx.request, ctx.record
         if req is None:
             return None
-        prompt = req.prompt_tokens
-        if prompt is None:
-            prompt = tokens.count(req.body, ctx.state.signals.encoder)
         rec.usage_estimated = True
-        return prompt, max(0, rec.stream_events - 1)
+        return prompt_tokens(req, ctx.state.signals), max(0, rec.stream_events - 1)
 
 
 def usage_tokens(usage: dict[str, Any]) -> tuple[int, int] | None:

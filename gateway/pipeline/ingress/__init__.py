@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from gateway.backends.base import Operation, Reply
 from gateway.errors import InvalidRequest, NanorouteError, PayloadTooLarge
 from gateway.pipeline.context import Receive, RequestContext
 from gateway.pipeline.sse import Tap
-from gateway.routing.request import RoutedRequest
+from gateway.routing.request import Native, RoutedRequest, from_body
 
 
 class Ingress(Protocol):
@@ -37,6 +39,23 @@ class Ingress(Protocol):
 
     def error_body(self, exc: NanorouteError) -> bytes:
         """The error as the protocol's clients expect it."""
+
+
+def header_text(value: bytes | None) -> str | None:
+    """A request header's value as text (HTTP's latin-1), or None when it was not sent."""
+    return value.decode("latin-1") if value else None
+
+
+def translated(ctx: RequestContext, chat: dict[str, Any], native: Native, metadata: object) -> RoutedRequest:
+    """The request of an API other than chat completions: routed by `chat`, its translation (or stand-in),
+    carrying the client's own request as `native`. `metadata`: the client's, where `metadata.task` is read."""
+    h = ctx.headers
+    req = from_body(Operation.CHAT, orjson.dumps(chat), chat, task_header=header_text(h.task),
+                    key_id=ctx.record.key_id, request_id=ctx.record.request_id, pin=header_text(h.pin),
+                    metadata=metadata)
+    req.native = native
+    req.add_usage = req.stream  # the translation reads the usage, whatever the client asked
+    return req
 
 
 def request_id(given: bytes | None) -> str:

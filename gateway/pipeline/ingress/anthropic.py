@@ -24,9 +24,10 @@ import orjson
 from gateway.backends.base import Operation, Reply
 from gateway.errors import NanorouteError
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.ingress import header_text, translated
 from gateway.pipeline.sse import Tap, TypedTap
 from gateway.protocols import anthropic
-from gateway.routing.request import Native, RoutedRequest, from_body, json_object, stand_in
+from gateway.routing.request import Native, RoutedRequest, json_object, stand_in
 
 
 class AnthropicIngress:
@@ -47,18 +48,11 @@ class AnthropicIngress:
                 raise
             chat, untranslatable = stand_in(body, raw), exc
         h = ctx.headers
-        req = from_body(Operation.CHAT, orjson.dumps(chat), chat,
-                        task_header=h.task.decode("latin-1") if h.task else None, key_id=ctx.record.key_id,
-                        request_id=ctx.record.request_id, pin=h.pin.decode("latin-1") if h.pin else None,
-                        metadata=body.get("metadata"))
-        headers = []  # the backend sends its own anthropic-version when the client sent none
-        if h.anthropic_version:
-            headers.append(("anthropic-version", h.anthropic_version.decode("latin-1")))
-        if h.anthropic_beta:
-            headers.append(("anthropic-beta", h.anthropic_beta.decode("latin-1")))
-        req.native = Native(Operation.MESSAGES, body, raw, tuple(headers), untranslatable=untranslatable)
-        req.add_usage = req.stream  # the translation reads the usage, whatever the client asked
-        return req
+        # The backend sends its own anthropic-version when the client sent none.
+        headers = tuple((name, text) for name, text in (("anthropic-version", header_text(h.anthropic_version)),
+                                                        ("anthropic-beta", header_text(h.anthropic_beta))) if text)
+        native = Native(Operation.MESSAGES, body, raw, headers, untranslatable=untranslatable)
+        return translated(ctx, chat, native, body.get("metadata"))
 
     def answer(self, ctx: RequestContext, reply: Reply, native: bool) -> bytes:
         if native:

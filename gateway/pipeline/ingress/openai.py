@@ -12,6 +12,7 @@ from types import MappingProxyType
 from gateway.backends.base import Operation, Reply
 from gateway.errors import NanorouteError
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.ingress import header_text
 from gateway.pipeline.sse import Tap, UsageTap
 from gateway.routing.cascade import strip_logprobs
 from gateway.routing.request import RoutedRequest, parse_request
@@ -26,9 +27,8 @@ class OpenAIIngress:
 
     async def parse(self, ctx: RequestContext, raw: bytes) -> RoutedRequest:
         h = ctx.headers
-        return parse_request(ctx.op, raw, task_header=h.task.decode("latin-1") if h.task else None,
-                             key_id=ctx.record.key_id, request_id=ctx.record.request_id,
-                             pin=h.pin.decode("latin-1") if h.pin else None)
+        return parse_request(ctx.op, raw, task_header=header_text(h.task), key_id=ctx.record.key_id,
+                             request_id=ctx.record.request_id, pin=header_text(h.pin))
 
     def answer(self, ctx: RequestContext, reply: Reply, native: bool) -> bytes:
         req = ctx.request

@@ -23,9 +23,10 @@ import orjson
 from gateway.backends.base import Operation, Reply
 from gateway.errors import InvalidRequest, NanorouteError
 from gateway.pipeline.context import RequestContext
+from gateway.pipeline.ingress import translated
 from gateway.pipeline.sse import Tap, TypedTap
 from gateway.protocols import responses
-from gateway.routing.request import Native, RoutedRequest, from_body, json_object, stand_in
+from gateway.routing.request import Native, RoutedRequest, json_object, stand_in
 from gateway.store.turns import Turn, Turns
 
 
@@ -43,24 +44,18 @@ class ResponsesIngress:
             chat, untranslatable = responses.to_chat(body, history), None
         except responses.Untranslatable as exc:  # a built-in tool, say: only OpenAI's own API may take it
             chat, untranslatable = stand_in(body, raw), exc
-        store = body.get("store", True)
+        store = body.get("store")  # unset: true, as OpenAI's
         if store is not None and not isinstance(store, bool):
             raise InvalidRequest("'store' must be a boolean", param="store")
-        if store is not False and body.get("store") is not None and self.turns is None:
+        if store is True and self.turns is None:
             raise InvalidRequest("This gateway does not store responses (NANOROUTE_RESPONSES_STORE is false): "
                                  "send 'store': false, and the whole conversation as 'input'", param="store")
         items = responses.input_items(body, history)
         if store is not False and self.turns is not None:
             ctx.turn = Turn(ctx.record.key_id, items)
         native = _stateless(body, items if history or isinstance(body.get("input"), list) else None)
-        h = ctx.headers
-        req = from_body(Operation.CHAT, orjson.dumps(chat), chat,
-                        task_header=h.task.decode("latin-1") if h.task else None, key_id=ctx.record.key_id,
-                        request_id=ctx.record.request_id, pin=h.pin.decode("latin-1") if h.pin else None,
-                        metadata=body.get("metadata"))
-        req.native = Native(Operation.RESPONSES, native, orjson.dumps(native), untranslatable=untranslatable)
-        req.add_usage = req.stream  # the translation reads the usage, whatever the client asked
-        return req
+        return translated(ctx, chat, Native(Operation.RESPONSES, native, orjson.dumps(native),
+                                            untranslatable=untranslatable), body.get("metadata"))
 
     async def _history(self, ctx: RequestContext, body: dict[str, Any]) -> list[dict[str, Any]] | None:
         previous = body.get("previous_response_id")
