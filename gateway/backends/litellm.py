@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from gateway.backends.base import Attempt, Operation, Reply, ReplyStream, attempt_limit, read_key
-from gateway.backends.openai import Transport
+from gateway.backends.openai import Transport, native_apis
 from gateway.backends.replica import Replica
 from gateway.config import schema
 from gateway.config.table import ModelRoute, RoutingTable
@@ -81,8 +81,7 @@ class LitellmBackend:
     def __init__(self, name: str, spec: schema.LitellmBackend) -> None:
         self.name = name
         self.spec = spec
-        native = spec.native if spec.native is not None else ["messages"] if spec.provider == "anthropic" else []
-        self.native = frozenset(Operation[n.upper()] for n in native)
+        self.native = native_apis(spec.native, (Operation.MESSAGES,) if spec.provider == "anthropic" else ())
         self.replicas: tuple[Replica, ...] = (Replica(name, 0, f"litellm:{spec.provider}"),)
         """One: the provider's endpoint."""
         self._litellm: Any = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
@@ -93,7 +93,8 @@ class OpenAIBackend:
         self.transport = Transport(name, spec)
         self.replicas: tuple[Replica, ...] = (Replica(name, 0, spec.url),)
         self.stream_usage = spec.stream_usage
-        self.native = native_apis(spec, default=urlsplit(spec.url).hostname == "api.openai.com")
+        openai = urlsplit(spec.url).hostname == "api.openai.com"
+        self.native = native_apis(spec.native, (Operation.RESPONSES,) if openai else ())
         self._url = spec.url
         self._azure_version = spec.api_version if isinstance(spec, schema.AzureBackend) else None
 
@@ -131,13 +132,12 @@ class OpenAIBackend:
         return None
 
 
-def native_apis(spec: schema.OpenAIBackend | schema.AzureBackend | schema.VllmBackend, *,
-                default: bool) -> frozenset[Operation]:
-    """The APIs beyond chat completions an OpenAI-compatible server speaks: the config's `native`, else the
-    Responses API when `default` (OpenAI's own API)."""
-    if spec.native is None:
-        return frozenset({Operation.RESPONSES}) if default else frozenset()
-    return frozenset(Operation[name.upper()] for name in spec.native)
+def native_apis(configured: Sequence[str] | None, default: Iterable[Operation] = ()) -> frozenset[Operation]:
+    """The APIs beyond chat completions a backend speaks (`Backend.native`): the config's `native` (names
+    of operations), else the backend type's `default`."""
+    if configured is None:
+        return frozenset(default)
+    return frozenset(Operation[name.upper()] for name in configured)
 
 
 class Transport:

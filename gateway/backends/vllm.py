@@ -138,7 +138,7 @@ class VllmBackend:
         self.transport = Transport(name, spec, not_found=self._not_served)
         self.replicas = tuple(Replica(name, i, url) for i, url in enumerate(spec.urls))
         self.stream_usage = spec.stream_usage
-        self.native = native_apis(spec, default=False)
+        self.native = native_apis(spec.native)
         self.hooks = hooks or VllmHooks()
         self._poll_s = spec.poll_interval_s
         self._max_loras = spec.max_loras
