@@ -4,7 +4,8 @@ Its first user is the OpenAI Responses API (`store: true`, then `previous_respon
 a response kept for a while and read back by the same client). The next is governance: keys, budgets and
 rate-limit counters that every process, and with Redis every replica, must see alike.
 
-    base.py     `Store`: get, put (with a time to live), delete, start, close; bytes under (namespace, key)
+    base.py     `Store`: get, put (with a time to live), delete, items, swap (compare and set), start, close;
+                bytes under (namespace, key)
     sqlite.py   `SqliteStore`: the embedded default, one SQLite file (`NANOROUTE_STORE_PATH`, by default
                 `$NANOROUTE_DATA_DIR/state.db`) shared by the processes of one host
     redis.py    `RedisStore`: a Redis server (`NANOROUTE_REDIS_URL`) shared by every replica on every host

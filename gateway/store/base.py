@@ -39,6 +39,15 @@ class Store(Protocol):
     async def delete(self, namespace: str, key: str) -> bool:
         """Remove the value; True when there was one still alive."""
 
+    async def items(self, namespace: str) -> list[tuple[str, bytes]]:
+        """Every live (key, value) of the namespace, sorted by key. Meant for small namespaces read whole
+        (client keys, teams, rollouts), not for one that grows with traffic."""
+
+    async def swap(self, namespace: str, key: str, expected: bytes | None, value: bytes, ttl_s: float | None) -> bool:
+        """Compare and set: write `value` (as `put` would) only if the live value is `expected` now (None: there
+        is none), atomically across every process sharing the store. True when written; False when another
+        writer came first, and the caller reads again and retries."""
+
 
 def check_put(value: bytes, ttl_s: float | None, max_value_bytes: int) -> None:
     """What every store checks of a `put` before it writes: the value's size (`PayloadTooLarge`, which no

@@ -10,11 +10,19 @@ Every call is bounded: a free connection of the pool (`max_connections`) is wait
 connection opened within `connect_timeout_s`, a command answered within `timeout_s`; a timeout is never
 retried. A connection found lost (closed by a Redis that restarted, reset, refused) is replaced and the command
 sent once more, at once: so the first call after Redis is back works, even on a pooled connection whose close
-the event loop has not read yet. That is safe for SET, GET and DEL, which leave the same state when they run
-twice (a DEL whose first answer was lost may say False); a command that must not run twice (INCRBY, for the
-counters to come) needs a pool without the retry. Every error of redis-py's, or of the socket under it,
-becomes `StorageUnavailable` at this boundary, with a message safe for clients; the URL is logged and raised
-only with its password masked.
+the event loop has not read yet. That is safe for SET, GET, DEL, SCAN and MGET, which leave the same state when
+they run twice (a DEL whose first answer was lost may say False).
+
+A command that must not run twice goes through a second pool whose connections never resend: `swap` (a compare
+and set sent again after its answer was lost would find its own write and answer False) and `script` (the
+governance counters' scripts, whose INCRBYs would count twice). redis-py cannot tell a command lost before it
+reached Redis from one whose answer was lost after Redis ran it, so that pool fails both with
+`StorageUnavailable` and leaves the choice to the caller. Its connections are checked before each use like
+the other pool's, so a connection that Redis closed while idle is replaced rather than failing the call. Each pool
+holds up to `max_connections`.
+
+Every error of redis-py's, or of the socket under it, becomes `StorageUnavailable` at this boundary, with a
+message safe for clients; the URL is logged and raised only with its password masked.
 """
 
 from __future__ import annotations
@@ -24,16 +32,18 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from gateway.errors import StorageUnavailable
 from gateway.store.base import check_put
@@ -45,6 +55,23 @@ T = TypeVar("T")
 LOG_EVERY_S = 60.0
 """A store that keeps failing is logged once a minute, not once a request."""
 
+_SWAP = """
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+if ARGV[4] == '' then
+  redis.call('SET', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+end
+return 1
+"""
+"""KEYS: the name. ARGV: '1' when a value is expected (else '0'), the value expected, the new value, its
+lifetime in ms ('' for none). 1 when written, 0 when the live value was not the one expected."""
+
 
 class RedisStore:
     """The `Store` (gateway/store/base.py) in the Redis server at `url` (`redis://[[user]:password@]host[:port][/db]`,
@@ -53,8 +80,8 @@ class RedisStore:
     `max_value_bytes`: larger values are refused with `PayloadTooLarge`. `prefix`: put before every key, so
     that several gateways (or other programs) can share one server. `connect_timeout_s`, `timeout_s`: the
     longest a connection takes to open, and a command (or the wait for a free connection) to be answered.
-    `max_connections`: the pool's size in this process. A namespace may not hold `:`, so that keys of two
-    namespaces never meet.
+    `max_connections`: the size of each of its two pools in this process. A namespace may not hold `:`, so that
+    keys of two namespaces never meet.
     """
 
     def __init__(self, url: str, *, max_value_bytes: int = 16 << 20, prefix: str = "nanoroute:",
@@ -73,7 +100,9 @@ class RedisStore:
         self.max_connections = max_connections
         self._url = url
         self._secrets = _passwords(url)
-        self._client: aioredis.Redis | None = None
+        self._client: aioredis.Redis | None = None  # resends a command once on a lost connection
+        self._once: aioredis.Redis | None = None  # never resends
+        self._scripts: dict[str, AsyncScript] = {}
         self._started = self._closed = False
         self._calls = 0  # calls in flight; close() waits for them
         self._idle = asyncio.Event()
@@ -81,17 +110,14 @@ class RedisStore:
         self._logged_at = -math.inf
 
     async def start(self) -> None:
-        """Open the pool and PING the server, so that a wrong URL, password or a server that is down is said
-        at start (StorageUnavailable) rather than at the first request. The pool stays open either way: each
+        """Open the pools and PING the server, so that a wrong URL, password or a server that is down is said
+        at start (StorageUnavailable) rather than at the first request. The pools stay open either way: each
         later call connects again, so the store works once the server answers."""
         if self._started or self._closed:
             raise RuntimeError("a RedisStore is started once")
         self._started = True
-        pool = BlockingConnectionPool.from_url(
-            self._url, max_connections=self.max_connections, timeout=self.timeout_s,
-            socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.timeout_s,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
-        client = self._client = aioredis.Redis.from_pool(pool)
+        client = self._client = self._pool(retries=1)
+        self._once = self._pool(retries=0)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
@@ -102,8 +128,11 @@ class RedisStore:
             return
         self._closed = True  # refuse new calls; those in flight finish (each within the timeouts) first
         await self._idle.wait()
-        client, self._client = self._client, None
-        if client is not None:
+        clients = (self._client, self._once)
+        self._client = self._once = None
+        for client in clients:
+            if client is None:
+                continue
             try:
                 await client.aclose()
             except (RedisError, OSError) as exc:
@@ -117,8 +146,7 @@ class RedisStore:
     async def put(self, namespace: str, key: str, value: bytes, ttl_s: float | None) -> None:
         check_put(value, ttl_s, self.max_value_bytes)
         name = self._name(namespace, key)
-        # Whole milliseconds, rounded up so that a lifetime never ends early; an infinite one is none at all.
-        px = None if ttl_s is None or math.isinf(ttl_s) else max(1, math.ceil(ttl_s * 1000))
+        px = _px(ttl_s)
         await self._call("write", lambda client: client.set(name, value, px=px))
 
     async def delete(self, namespace: str, key: str) -> bool:
@@ -126,14 +154,65 @@ class RedisStore:
         deleted = await self._call("delete", lambda client: client.delete(name))
         return bool(deleted)
 
+    async def items(self, namespace: str) -> list[tuple[str, bytes]]:
+        start = self._name(namespace, "")
+        pattern = _glob_escaped(start) + "*"
+        skip = len(start.encode())
+
+        async def read(client: aioredis.Redis) -> list[tuple[str, bytes]]:
+            found: dict[bytes, bytes] = {}  # SCAN may name a key twice
+            cursor = 0
+            while True:
+                cursor, page = await client.scan(cursor, match=pattern, count=1000)
+                names = cast(list[bytes], page)  # decode_responses is off: bytes
+                if names:
+                    values = cast(list[bytes | None], await client.mget(names))
+                    found.update((n, v) for n, v in zip(names, values, strict=True) if v is not None)
+                if cursor == 0:
+                    return sorted((name[skip:].decode(errors="replace"), value) for name, value in found.items())
+
+        return await self._call("read", read)
+
+    async def swap(self, namespace: str, key: str, expected: bytes | None, value: bytes, ttl_s: float | None) -> bool:
+        check_put(value, ttl_s, self.max_value_bytes)
+        px = _px(ttl_s)
+        args = ["0" if expected is None else "1", expected or b"", value, "" if px is None else px]
+        return bool(await self.script("write", _SWAP, [self._name(namespace, key)], args))
+
+    async def script(self, doing: str, text: str, keys: Sequence[str],
+                     args: Sequence[str | bytes | int | float]) -> Any:
+        """Run the Lua script `text` with `keys` and `args` (EVALSHA; the text is sent only when Redis does not
+        know it yet, after a restart say) and return Redis's answer as redis-py decodes it (bytes, ints, lists).
+        Atomic in Redis, and never sent twice: a connection lost before the answer raises `StorageUnavailable`,
+        and whether it ran is unknown. Keys are full names: build them under `prefix`. Errors as every call's,
+        `doing` saying what failed."""
+        async def run(client: aioredis.Redis) -> Any:
+            script = self._scripts.get(text)
+            if script is None:  # its SHA1 computed once; the text stays client-side until NOSCRIPT asks for it
+                script = self._scripts[text] = client.register_script(text)
+            return await script(keys, args, client=client)
+
+        return await self._call(doing, run, once=True)
+
+    def _pool(self, retries: int) -> aioredis.Redis:
+        # Maintenance notifications (Redis Enterprise's, on by default as "auto" with RESP3) are off: while they
+        # are on, the pool skips its check that an idle connection was not closed by the server.
+        pool = BlockingConnectionPool.from_url(
+            self._url, max_connections=self.max_connections, timeout=self.timeout_s,
+            socket_connect_timeout=self.connect_timeout_s, socket_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), retries, supported_errors=(RedisConnectionError,)),
+            maint_notifications_config=MaintNotificationsConfig(enabled=False))
+        return aioredis.Redis.from_pool(pool)
+
     def _name(self, namespace: str, key: str) -> str:
         if ":" in namespace:
             raise ValueError(f"a namespace may not hold ':' ({namespace!r})")
         return f"{self.prefix}{namespace}:{key}"
 
-    async def _call(self, doing: str, command: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-        """Run one command; redis-py's and the socket's errors become `StorageUnavailable` here."""
-        client = self._client
+    async def _call(self, doing: str, command: Callable[[aioredis.Redis], Awaitable[T]], *, once: bool = False) -> T:
+        """Run one command (on the pool that never resends, when `once`); redis-py's and the socket's errors become
+        `StorageUnavailable` here."""
+        client = self._once if once else self._client
         if client is None or self._closed:
             raise StorageUnavailable("The gateway's store is not open")
         async with self._in_flight():
@@ -164,6 +243,16 @@ class RedisStore:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _px(ttl_s: float | None) -> int | None:
+    """A lifetime in whole milliseconds, rounded up so that it never ends early; an infinite one is none at all."""
+    return None if ttl_s is None or math.isinf(ttl_s) else max(1, math.ceil(ttl_s * 1000))
+
+
+def _glob_escaped(text: str) -> str:
+    """`text` matched literally by SCAN's MATCH pattern, whatever the prefix holds."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def redacted(url: str) -> str:

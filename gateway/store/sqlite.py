@@ -17,6 +17,11 @@ the value so that checking it never reads the value's overflow pages. Expired ro
 finds one, and by a sweep every `sweep_interval_s`, `sweep_batch` rows at a time so that no read or write
 waits behind more than one batch. The file and the folders made for it are readable by this user alone: the
 values hold prompts and answers.
+
+`swap` and `transaction` (which the governance counters use for tables of their own in the same file) run as
+one `BEGIN IMMEDIATE` transaction: it takes the file's write lock before its first read, so a read-then-write
+by another process cannot come between, and another process's transaction makes it wait (`BUSY_TIMEOUT_S`)
+rather than fail halfway.
 """
 
 from __future__ import annotations
@@ -119,6 +124,25 @@ class SqliteStore:
         now = self._clock()
         return await self._call("delete", lambda db: _delete(db, namespace, key, now))
 
+    async def items(self, namespace: str) -> list[tuple[str, bytes]]:
+        now = self._clock()
+        return await self._call("read", lambda db: _items(db, namespace, now))
+
+    async def swap(self, namespace: str, key: str, expected: bytes | None, value: bytes, ttl_s: float | None) -> bool:
+        check_put(value, ttl_s, self.max_value_bytes)
+        now = self._clock()
+        expires_at = None if ttl_s is None else now + ttl_s
+        return await self.transaction("write", lambda db: _swap(db, namespace, key, expected, value, now, expires_at))
+
+    async def transaction(self, doing: str, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `job(connection)` on the store's worker thread inside one `BEGIN IMMEDIATE` transaction: committed
+        when it returns, rolled back when it raises. Other processes' transactions on the file wait for it, and it
+        for them (up to `BUSY_TIMEOUT_S`). For features that keep tables of their own in the store's file (the
+        governance counters): `job` may create them (`CREATE TABLE IF NOT EXISTS`), and must not commit. SQLite's
+        and the disk's errors become `StorageUnavailable`, as in every call (`doing` says what failed, in the
+        message and the log); any other exception of `job`'s is raised as it is."""
+        return await self._call(doing, functools.partial(_in_transaction, job))
+
     async def sweep(self) -> int:
         """Delete every expired row, `sweep_batch` at a time; how many were deleted. Each batch is a call of
         its own, so reads and writes made meanwhile wait for one batch at most."""
@@ -184,6 +208,35 @@ def _get(db: sqlite3.Connection, namespace: str, key: str, now: float) -> bytes 
         db.execute("DELETE FROM kv WHERE namespace = ? AND key = ? AND expires_at <= ?", (namespace, key, now))
         return None
     return bytes(value)
+
+
+def _items(db: sqlite3.Connection, namespace: str, now: float) -> list[tuple[str, bytes]]:
+    # TEXT compares as memcmp of UTF-8 (BINARY collation): the order of Python's sorted() on the keys.
+    found = db.execute("SELECT key, value FROM kv WHERE namespace = ? AND (expires_at IS NULL OR expires_at > ?) "
+                       "ORDER BY key", (namespace, now)).fetchall()
+    return [(key, bytes(value)) for key, value in found]
+
+
+def _in_transaction(job: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> T:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = job(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # SQLite ends some failed transactions itself (a full disk, say)
+            db.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _swap(db: sqlite3.Connection, namespace: str, key: str, expected: bytes | None, value: bytes, now: float,
+          expires_at: float | None) -> bool:
+    row = db.execute("SELECT expires_at, value FROM kv WHERE namespace = ? AND key = ?", (namespace, key)).fetchone()
+    current = None if row is None or (row[0] is not None and row[0] <= now) else bytes(row[1])
+    if current != expected:
+        return False
+    _put(db, namespace, key, value, expires_at)
+    return True
 
 
 def _put(db: sqlite3.Connection, namespace: str, key: str, value: bytes, expires_at: float | None) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -328,3 +328,141 @@ def test_build_store_chooses_redis_when_its_url_is_set(monkeypatch: pytest.Monke
     assert isinstance(store, RedisStore) and store.where == "redis://:***@cache:6379/0"
     monkeypatch.setenv("NANOROUTE_REDIS_URL", "")  # empty is unset
     assert isinstance(build_store(Settings()), SqliteStore)
+
+
+class DroppingProxy:
+    """A TCP proxy on loopback in front of Redis that, once armed, passes the next command on and then closes the
+    client's connection instead of passing the answer back: the lost answer of a command that did run."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.armed = False
+        self._server: asyncio.Server | None = None
+        self._serving: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:  # each connection's pipes read the end and return
+            writer.close()
+        await asyncio.gather(*self._serving)
+        await self._server.wait_closed()
+
+    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
+        self._writers.append(client_out)
+        try:
+            redis_in, redis_out = await asyncio.open_connection("127.0.0.1", self.port)
+            self._writers.append(redis_out)
+            await _first_to_end(_pipe(client_in, redis_out, lambda: False), _pipe(redis_in, client_out, self._drop))
+            redis_out.close()
+            await redis_out.wait_closed()
+        finally:
+            client_out.close()
+            with contextlib.suppress(OSError):
+                await client_out.wait_closed()
+            self._serving.discard(task)
+
+    def _drop(self) -> bool:
+        dropping, self.armed = self.armed, False
+        return dropping
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, drop: Callable[[], bool]) -> None:
+    with contextlib.suppress(OSError):
+        while (data := await source.read(65536)) and not drop():
+            sink.write(data)
+
+
+async def _first_to_end(*coroutines: Coroutine[Any, Any, None]) -> None:
+    tasks = [asyncio.create_task(c) for c in coroutines]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_a_script_whose_answer_is_lost_is_not_sent_again(redis_server: RedisServer) -> None:
+    """The counters' INCRBYs must not count twice: the pool for `script` (and `swap`) never resends."""
+    incr = "return redis.call('INCR', KEYS[1])"
+
+    async def run() -> None:
+        proxy = DroppingProxy(redis_server.port)
+        await proxy.start()
+        async with opened(RedisStore(proxy.url)) as store:
+            assert await store.script("count", incr, ["nanoroute:n"], []) == 1
+            proxy.armed = True
+            error, took = await failing(store.script("count", incr, ["nanoroute:n"], []))
+            assert took < FAST_S and str(error) == "The gateway's store failed to count; try again later"
+            assert isinstance(error.__cause__, redis.ConnectionError)
+            with other_client(redis_server) as client:
+                assert client.get("nanoroute:n") == b"2"  # it ran once, its answer lost; not sent again
+            assert await store.script("count", incr, ["nanoroute:n"], []) == 3  # a new connection
+            proxy.armed = True
+            await store.put("responses", "k", b"v", None)  # the other pool sends a SET again, which is safe
+            assert not proxy.armed  # the first answer was lost all the same
+            assert await store.get("responses", "k") == b"v"
+        await proxy.close()
+
+    asyncio.run(run())
+
+
+def test_scripts_are_sent_by_sha_and_loaded_again_after_a_flush(redis_server: RedisServer) -> None:
+    add = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+
+    def calls(client: redis.Redis) -> dict[str, int]:
+        stats = client.info("commandstats")
+        return {name: stats.get(f"cmdstat_{name}", {"calls": 0})["calls"] for name in ("eval", "evalsha")}
+
+    async def run() -> None:
+        async with opened(RedisStore(redis_server.url)) as store:
+            for i in range(1, 101):
+                assert await store.script("add", add, ["nanoroute:n"], [1]) == i
+            with other_client(redis_server) as client:
+                assert calls(client) == {"eval": 0, "evalsha": 101}  # the first answered NOSCRIPT; never compiled again
+                client.script_flush()  # as a restarted Redis forgets them
+            assert await store.script("add", add, ["nanoroute:n"], [2]) == 102
+
+    asyncio.run(run())
+
+
+def test_swap_and_scripts_fail_fast_while_redis_is_down_and_work_once_it_is_back(redis_server: RedisServer) -> None:
+    async def run() -> None:
+        async with opened(RedisStore(redis_server.url)) as store:
+            assert await store.swap("keys", "k", None, b"v", None) is True
+            redis_server.kill()
+            for call in (store.swap("keys", "k", b"v", b"w", None), store.script("read", "return 1", [], []),
+                         store.items("keys")):
+                error, took = await failing(call)
+                assert took < FAST_S and str(error).endswith("try again later")
+            redis_server.start()
+            await asyncio.sleep(0.05)  # the event loop reads the close of the pooled connections
+            assert await store.swap("keys", "k", b"v", b"w", None) is True
+            assert await store.items("keys") == [("k", b"w")]
+
+    asyncio.run(run())
+
+
+def test_items_reads_its_prefix_literally(redis_server: RedisServer) -> None:
+    async def run() -> None:
+        async with opened(RedisStore(redis_server.url, prefix="a*[b]?\\:")) as glob, \
+                opened(RedisStore(redis_server.url, prefix="axb:")) as other:
+            await glob.put("keys", "k", b"glob", None)
+            await other.put("keys", "k", b"other", None)
+            assert await glob.items("keys") == [("k", b"glob")]
+            assert await other.items("keys") == [("k", b"other")]
+
+    asyncio.run(run())

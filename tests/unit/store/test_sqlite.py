@@ -282,3 +282,61 @@ def test_build_store_puts_the_file_in_the_data_dir(tmp_path: Path) -> None:
     assert isinstance(store, SqliteStore) and store.path == tmp_path / "state.db"
     store = build_store(Settings(data_dir=tmp_path, store_path=tmp_path / "elsewhere.db"))
     assert isinstance(store, SqliteStore) and store.path == tmp_path / "elsewhere.db"
+
+
+def test_a_transaction_commits_what_its_job_did_or_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+
+    def create(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE IF NOT EXISTS n (v INTEGER)")
+        db.execute("INSERT INTO n VALUES (1)")
+
+    def half_then_fail(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO n VALUES (2)")
+        raise LookupError("the job's own error")
+
+    def total(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT SUM(v) FROM n").fetchone()[0])
+
+    async def body(store: SqliteStore) -> None:
+        await store.transaction("create", create)
+        with pytest.raises(LookupError, match="the job's own error"):  # raised as it is, and rolled back
+            await store.transaction("add", half_then_fail)
+        assert await store.transaction("count", total) == 1
+        with pytest.raises(StorageUnavailable, match="failed to count") as raised:
+            await store.transaction("count", lambda db: db.execute("SELECT * FROM missing"))
+        assert isinstance(raised.value.__cause__, sqlite3.Error)
+        await store.put("responses", "k", b"v", None)  # the store goes on: no transaction was left open
+        assert await store.transaction("count", total) == 1
+
+    with_store(SqliteStore(path), body)
+    with other_connection(path) as db:
+        assert db.execute("SELECT v FROM n").fetchall() == [(1,)]
+
+
+def test_a_transaction_holds_the_write_lock_from_its_first_read(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE: a read-then-write waits for another process's write and reads what it committed. (A plain
+    BEGIN would read the old value, then fail to write over a snapshot that is no longer the latest.)"""
+    path = tmp_path / "state.db"
+
+    def increment(db: sqlite3.Connection) -> int:
+        (v,) = db.execute("SELECT v FROM n").fetchone()
+        db.execute("UPDATE n SET v = ?", (v + 1,))
+        return int(v) + 1
+
+    async def body(store: SqliteStore) -> None:
+        def create(db: sqlite3.Connection) -> None:
+            db.execute("CREATE TABLE n (v INTEGER)")
+            db.execute("INSERT INTO n VALUES (0)")
+
+        await store.transaction("create", create)
+        with other_connection(path) as other:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("UPDATE n SET v = 10")
+            added = asyncio.create_task(store.transaction("add", increment))
+            await asyncio.sleep(0.2)
+            assert not added.done()
+            other.execute("COMMIT")
+        assert await added == 11
+
+    with_store(SqliteStore(path), body)
