@@ -19,13 +19,17 @@ request's task (`Signals.set_quality`), which `min_quality` checks and quality-a
 
 On the request path this costs one random draw per request of a policy with a rollout; the mirrored
 calls run in background tasks, at most `max_concurrency` at once (more are dropped and counted).
-State lives in the gateway process and survives config reloads while the policy and model stay.
+The state is the gateway's store's (`Rollouts`): every process and replica moves one rollout, an operator's
+action on one applies to all, and it survives restarts, and config reloads while the policy and model stay.
+The request path reads each process's copy, which follows the store within `sync_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import random
@@ -49,12 +53,13 @@ from gateway.distill.evaluate import (
     judge_nonce,
     judge_verdict,
 )
-from gateway.errors import InvalidRequest, NotFound, UpstreamError
+from gateway.errors import InvalidRequest, NotFound, StorageUnavailable, UpstreamError
 from gateway.record import Outcome, RequestRecord
 from gateway.routing.decide import Decision
 from gateway.routing.estimate import usage_cost
 from gateway.routing.request import RoutedRequest
 from gateway.routing.signals import Signals
+from gateway.store.base import Store
 from gateway.tasks import Background
 
 if TYPE_CHECKING:
@@ -65,12 +70,26 @@ log = logging.getLogger("nanoroute")
 STAGES = ("shadow", "canary", "primary", "stopped")
 MIRROR_TIMEOUT_S = 120.0
 HISTORY = 50
+NAMESPACE = "rollouts"
+"""The store's namespace: one value per policy with a rollout, its shared state (`RolloutState.encode`)."""
+SYNC_S = 1.0
+"""How often each process reads every rollout back from the store."""
+SWAP_TRIES = 5
+STOP_S = 5.0
+COMPLAIN_EVERY_S = 60.0
 Z_95 = 1.645
 """One-sided 95%: the z of the confidence bound that must fall below min_quality to move a rollout back."""
 
 
+Move = dict[str, Any]
+"""One move of a rollout, as its history keeps it: at, from, to, share, why."""
+
+
 @dataclass(slots=True)
 class RolloutState:
+    """A rollout's state. Everything but `mirroring` is its shared part: with a store, one copy of it is kept
+    there for every process, and this is this process's copy (see `Rollouts`)."""
+
     policy: str
     route: RolloutRoute
     min_quality: float
@@ -82,8 +101,23 @@ class RolloutState:
     """Scores in the current stage (or canary step)."""
     total: int = 0
     mirroring: int = 0
-    """Mirrored calls in flight now."""
-    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    """Mirrored calls in flight now, in this process."""
+    history: deque[Move] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    live: float | None = None
+    """The live score when the latest score was added (the window is emptied by a move; this is not)."""
+    quality: float | None = None
+    """The latest live score over at least `min_samples` scores: the model's measured quality for `task`."""
+    task: str | None = None
+    """The task of the latest score, when the config names it."""
+    config_stage: str = ""
+    config_auto: bool = True
+    """The config's `stage` and `auto` as last applied: a config that says otherwise applies its own, once."""
+
+    @classmethod
+    def fresh(cls, policy: str, route: RolloutRoute, min_quality: float) -> RolloutState:
+        """A rollout as the config starts it."""
+        s = route.settings
+        return cls(policy, route, min_quality, s.stage, auto=s.auto, config_stage=s.stage, config_auto=s.auto)
 
     @property
     def share(self) -> float:
@@ -95,6 +129,10 @@ class RolloutState:
     def score(self) -> float | None:
         return sum(self.window) / len(self.window) if self.window else None
 
+    @property
+    def label(self) -> str:
+        return self.stage if self.stage != "canary" else f"canary[{self.step}]"
+
     def describe(self) -> dict[str, Any]:
         s = self.route.settings
         return {"policy": self.policy, "model": self.route.model.name, "stage": self.stage,
@@ -104,6 +142,135 @@ class RolloutState:
                 "min_quality": self.min_quality, "min_samples": s.min_samples, "evaluator": s.evaluator,
                 "judge": self.route.judge.name if self.route.judge is not None else None,
                 "history": list(self.history)}
+
+    def encode(self) -> bytes:
+        """The shared part, as the store keeps it under ("rollouts", policy)."""
+        return orjson.dumps({"model": self.route.model.name, "stage": self.stage, "step": self.step,
+                             "auto": self.auto, "window": list(self.window), "scored": self.scored,
+                             "total": self.total, "live": self.live, "quality": self.quality, "task": self.task,
+                             "config": {"stage": self.config_stage, "auto": self.config_auto},
+                             "history": list(self.history)})
+
+    def take(self, other: RolloutState) -> None:
+        """Make the shared part `other`'s."""
+        self.stage, self.step, self.auto = other.stage, other.step, other.auto
+        self.window, self.scored, self.total = deque(other.window), other.scored, other.total
+        self.history = deque(other.history, maxlen=HISTORY)
+        self.live, self.quality, self.task = other.live, other.quality, other.task
+        self.config_stage, self.config_auto = other.config_stage, other.config_auto
+
+
+def decode(value: bytes, st: RolloutState) -> RolloutState | str:
+    """A stored state, read for `st`'s rollout (whose settings it takes); the name of the model it is for when
+    that is another than `st`'s. Raises ValueError when it is not a rollout's state."""
+    try:
+        d = orjson.loads(value)
+        if d["model"] != st.route.model.name:
+            return str(d["model"])
+        if d["stage"] not in STAGES:
+            raise ValueError(f"unknown stage {d['stage']!r}")
+        steps, size = st.route.settings.canary_steps, st.route.settings.window
+        out = RolloutState(st.policy, st.route, st.min_quality, d["stage"], min(int(d["step"]), len(steps) - 1),
+                           bool(d["auto"]), deque(float(x) for x in d["window"][-size:]), int(d["scored"]),
+                           int(d["total"]), history=deque(d["history"], maxlen=HISTORY),
+                           live=_score(d["live"]), quality=_score(d["quality"]),
+                           task=None if d["task"] is None else str(d["task"]),
+                           config_stage=str(d["config"]["stage"]), config_auto=bool(d["config"]["auto"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a rollout's state: {exc}") from None
+    return out
+
+
+def _score(value: object) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a score")
+    return float(value)
+
+
+# -- the changes: each one applied alike to a process's copy and to the stored state ----------------------------
+
+
+def move(st: RolloutState, stage: str, step: int, why: str) -> Move:
+    before = st.label
+    st.stage, st.step = stage, step
+    st.window.clear()
+    st.scored = 0
+    entry = {"at": time.time(), "from": before, "to": st.label, "share": st.share, "why": why}
+    st.history.append(entry)
+    return entry
+
+
+def scored(st: RolloutState, score: float, task: str | None) -> list[Move]:
+    """One score of the rolled-out model's answer; with `auto`, it may move the rollout on or back."""
+    s = st.route.settings
+    st.window.append(score)
+    while len(st.window) > s.window:
+        st.window.popleft()
+    st.scored += 1
+    st.total += 1
+    st.live, st.task = st.score, task
+    live = st.live
+    assert live is not None
+    if st.scored >= s.min_samples:
+        st.quality = live
+    if not st.auto or st.scored < s.min_samples or st.stage == "stopped":
+        return []
+    if live >= st.min_quality:
+        why = f"score {live:.3f} >= {st.min_quality} over {st.scored}"
+        if st.stage == "shadow":
+            return [move(st, "canary", 0, why)]
+        if st.stage == "canary" and st.step + 1 < len(s.canary_steps):
+            return [move(st, "canary", st.step + 1, why)]
+        if st.stage == "canary":
+            return [move(st, "primary", 0, why)]
+    elif st.stage in ("canary", "primary"):
+        upper = upper_bound(live, len(st.window))
+        if upper < st.min_quality:
+            return [move(st, "shadow", 0, f"score {live:.3f} (at most {upper:.3f}) < {st.min_quality} "
+                                          f"over {len(st.window)}")]
+    return []
+
+
+def pinned(st: RolloutState, stage: str, step: int) -> list[Move]:
+    st.auto = False
+    return [move(st, stage, step, "pinned by an operator")]
+
+
+def stopped(st: RolloutState) -> list[Move]:
+    st.auto = False
+    return [move(st, "stopped", 0, "stopped by an operator")]
+
+
+def resumed(st: RolloutState) -> list[Move]:
+    st.auto = True
+    return [move(st, "shadow", 0, "resumed by an operator")] if st.stage == "stopped" else []
+
+
+def configured(st: RolloutState, stage: str, auto: bool) -> list[Move]:
+    """The config's `stage` and `auto`, applied when they differ from what a config said last: so that N
+    processes reloading one config move the rollout once, and a reload that changes neither leaves an
+    operator's pin."""
+    moves = []
+    if stage != st.config_stage:
+        st.config_stage = stage
+        if st.stage != stage:
+            moves.append(move(st, stage, 0, "set by the config"))
+    if auto != st.config_auto:
+        st.config_auto = st.auto = auto
+    return moves
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change to a rollout's shared state: `apply` makes it (to this process's copy, and to the stored
+    state when it is written) and returns the moves it made."""
+
+    apply: Callable[[RolloutState], list[Move]]
+    kept: bool = True
+    """Written once the store is back when it is down now (an operator's or the config's change; a score is
+    not: the scores this process makes meanwhile move only its own copy)."""
 
 
 class Probe:
@@ -125,18 +292,59 @@ def served_answer(rec: RequestRecord) -> str | None:
 
 
 class Rollouts:
-    """Every rollout of one gateway process."""
+    """Every rollout of one gateway process.
 
-    def __init__(self, signals: Signals, metrics: Metrics | None = None, *,
-                 rng: Callable[[], float] = random.random) -> None:
+    With a `store`, a rollout's shared state (`RolloutState` but `mirroring`) is one JSON value under
+    ("rollouts", policy), tagged with the rolled-out model's name, and every process works on it alike:
+
+    - A change (a score, an operator's action, the config's stage) is applied to this process's copy at
+      once, so that its requests and the answer to the operator see it, and queued; a background task writes
+      the queue to the store by compare and set: it reads the stored state, applies the same changes to it,
+      swaps it in, and reads again and retries when another process came first. The move a change makes is
+      logged and counted by the process whose write made it, once.
+    - Every `sync_s`, and at start, each process reads every rollout back: its copy becomes the stored state
+      with its own changes not yet written on top. The request path reads only that copy; no request waits
+      on the store.
+    - A stored state of another model than this process's config names is left alone (the rollout runs here
+      only, `"shared": false`), unless this process's config has just changed the model (at start, or at a
+      reload): then the new model starts afresh, over it.
+    - While the store is unavailable, each process moves its rollouts on its own, from the state it read
+      last, and says so once a minute; once the store is back its state wins again: the operators' and the
+      config's changes made meanwhile are written to it then, the scores are not.
+
+    Without a store, the state is this process's alone (as for a gateway of one process without its store).
+    """
+
+    def __init__(self, signals: Signals, metrics: Metrics | None = None, *, store: Store | None = None,
+                 sync_s: float = SYNC_S, rng: Callable[[], float] = random.random) -> None:
         self.signals = signals
         self.metrics = metrics
+        self.store = store
+        self.sync_s = sync_s
         self._rng = rng
         self._states: dict[str, RolloutState] = {}
         self._comparing = Background("rollouts")
         self._backends: Mapping[str, Backend] = {}
         self._known_tasks: frozenset[str] = frozenset()
         """The tasks the config names: a score is kept per task only for these, never per client string."""
+        self._pending: dict[str, list[Change]] = {}
+        """Per policy, the changes applied to this process's copy and not yet to the stored state."""
+        self._unsettled: dict[str, list[Move]] = {}
+        """The moves those changes made in this copy: logged if they come to stay in this process only."""
+        self._stored: dict[str, bytes] = {}
+        """Per policy, the stored value this process's copy was last built on."""
+        self._claims: set[str] = set()
+        """Policies whose rollout model this process's config has just set: theirs replaces another model's."""
+        self._foreign: set[str] = set()
+        """Policies whose stored state is another model's: the rollout runs in this process only."""
+        self._down = False
+        """The last exchange with the store failed."""
+        self._complained = -math.inf
+        self._wake = asyncio.Event()
+        self._refresh_soon = False
+        self._closing = False
+        self._syncing = Background("rollouts")
+        self._sync_task: asyncio.Task[None] | None = None
 
     # -- config -----------------------------------------------------------------------------------------
 
@@ -149,21 +357,32 @@ class Rollouts:
             if rr is None:
                 continue
             assert policy.require.min_quality is not None
-            old = self._states.get(policy.name)
-            if old is not None and old.route.model.name == rr.model.name:
-                before, new = old.route.settings, rr.settings
-                old.route, old.min_quality = rr, policy.require.min_quality
-                old.step = min(old.step, len(new.canary_steps) - 1)
-                if new.auto != before.auto:
-                    old.auto = new.auto
-                if new.stage != before.stage:
-                    self._move(old, new.stage, 0, "set by the config")
-                states[policy.name] = old
+            st = self._states.get(policy.name)
+            if st is not None and st.route.model.name == rr.model.name:
+                st.route, st.min_quality = rr, policy.require.min_quality
+                st.step = min(st.step, len(rr.settings.canary_steps) - 1)
             else:
-                states[policy.name] = RolloutState(policy.name, rr, policy.require.min_quality, rr.settings.stage,
-                                                   auto=rr.settings.auto)
-                self._publish(states[policy.name])
+                st = RolloutState.fresh(policy.name, rr, policy.require.min_quality)
+                self._forget(policy.name)
+                if self.store is not None:
+                    self._claims.add(policy.name)
+                self._publish(st)
+            states[policy.name] = st
+        for gone in self._states.keys() - states.keys():
+            self._forget(gone)
         self._states, self._backends, self._known_tasks = states, backends, table.tasks
+        for st in states.values():  # a no-op unless the config's stage or auto differ from what one said last
+            self._change(st, Change(functools.partial(configured, stage=st.route.settings.stage,
+                                                      auto=st.route.settings.auto)))
+        if self.store is not None:
+            self._refresh_soon = True
+            self._wake.set()
+
+    def _forget(self, policy: str) -> None:
+        for d in (self._pending, self._unsettled, self._stored):
+            d.pop(policy, None)
+        self._claims.discard(policy)
+        self._foreign.discard(policy)
 
     # -- the request path -------------------------------------------------------------------------------
 
@@ -278,45 +497,41 @@ class Rollouts:
 
     def record(self, st: RolloutState, score: float, task: str | None) -> None:
         """One score of the rolled-out model's answer; may move the rollout on or back."""
-        s = st.route.settings
-        st.window.append(score)
-        if len(st.window) > s.window:
-            st.window.popleft()
-        st.scored += 1
-        st.total += 1
-        live = st.score
-        assert live is not None
-        if self.metrics is not None:
-            self.metrics.rollout_score.labels(st.policy, st.route.model.name).set(live)
-        if st.scored >= s.min_samples:
-            self.signals.set_quality(st.route.model.name, task if task in self._known_tasks else None, live)
-        if not st.auto or st.scored < s.min_samples or st.stage == "stopped":
-            return
-        if live >= st.min_quality:
-            if st.stage == "shadow":
-                self._move(st, "canary", 0, f"score {live:.3f} >= {st.min_quality} over {st.scored}")
-            elif st.stage == "canary" and st.step + 1 < len(s.canary_steps):
-                self._move(st, "canary", st.step + 1, f"score {live:.3f} >= {st.min_quality} over {st.scored}")
-            elif st.stage == "canary":
-                self._move(st, "primary", 0, f"score {live:.3f} >= {st.min_quality} over {st.scored}")
-        elif st.stage in ("canary", "primary"):
-            upper = upper_bound(live, len(st.window))
-            if upper < st.min_quality:
-                self._move(st, "shadow", 0, f"score {live:.3f} (at most {upper:.3f}) < {st.min_quality} "
-                                            f"over {len(st.window)}")
+        self._change(st, Change(functools.partial(scored, score=score,
+                                                  task=task if task in self._known_tasks else None), kept=False))
 
-    def _move(self, st: RolloutState, stage: str, step: int, why: str) -> None:
-        before = st.stage if st.stage != "canary" else f"canary[{st.step}]"
-        st.stage, st.step = stage, step
-        st.window.clear()
-        st.scored = 0
-        after = stage if stage != "canary" else f"canary[{step}]"
-        st.history.append({"at": time.time(), "from": before, "to": after, "share": st.share, "why": why})
-        log.warning("rollout %s: %s %s -> %s (share %.2f): %s", st.policy, st.route.model.name, before, after,
-                    st.share, why)
+    def _change(self, st: RolloutState, change: Change) -> None:
+        """Apply `change` to this process's copy now and, with a store, queue it to be written there; without
+        one (or while it is unavailable, or the state there is another model's) the moves are this process's."""
+        policy = st.policy
+        current = self._states.get(policy) is st  # else a reload replaced it: a late score of the old model
+        shared = current and self.store is not None and policy not in self._foreign
+        if shared and (change.kept or not self._down):
+            self._pending.setdefault(policy, []).append(change)
+            self._wake.set()
+        before = st.label
+        moves = change.apply(st)
+        if shared and not self._down:
+            self._unsettled.setdefault(policy, []).extend(moves)
+        else:
+            for m in moves:
+                self._made(st, m)
+        if st.label != before:
+            self._publish(st)
+        self._observe(st)
+
+    def _made(self, st: RolloutState, m: Move) -> None:
+        """A move this process made: logged and counted here (the others only follow it)."""
+        log.warning("rollout %s: %s %s -> %s (share %.2f): %s", st.policy, st.route.model.name, m["from"], m["to"],
+                    m["share"], m["why"])
         if self.metrics is not None:
-            self.metrics.rollout_transitions.labels(st.policy, st.route.model.name, stage).inc()
-        self._publish(st)
+            self.metrics.rollout_transitions.labels(st.policy, st.route.model.name, m["to"].partition("[")[0]).inc()
+
+    def _observe(self, st: RolloutState) -> None:
+        if st.quality is not None:
+            self.signals.set_quality(st.route.model.name, st.task, st.quality)
+        if self.metrics is not None and st.live is not None:
+            self.metrics.rollout_score.labels(st.policy, st.route.model.name).set(st.live)
 
     def _publish(self, st: RolloutState) -> None:
         if self.metrics is None:
@@ -342,10 +557,18 @@ class Rollouts:
     # -- operators --------------------------------------------------------------------------------------
 
     def describe(self) -> list[dict[str, Any]]:
-        return [st.describe() for st in self._states.values()]
+        """Each rollout as `describe` on its state says, with `shared`: whether it is the store's state
+        (False: without a store, while it is unavailable, or while the state there is another model's)."""
+        up = self.store is not None and not self._down
+        return [{**st.describe(), "shared": up and st.policy not in self._foreign} for st in self._states.values()]
 
     def act(self, policy: str, action: str, stage: str | None = None, step: int = 0) -> dict[str, Any]:
-        """`pin` a stage (and canary step; automatic moves stop), `stop` it, or `resume` automatic moves."""
+        """`pin` a stage (and canary step; automatic moves stop), `stop` it, or `resume` automatic moves.
+
+        Applied to this process's copy at once and written to the store within moments, for every process.
+        It never answers 503: the admin API answers at once, and an operator who stops a bad model needs it
+        stopped at least where the action landed. While the store is unavailable the answer says
+        `"shared": false`: the action holds in this process, and is written to the store once it is back."""
         st = self._states.get(policy)
         if st is None:
             raise NotFound(f"Policy '{policy}' has no rollout")
@@ -354,21 +577,171 @@ class Rollouts:
                 raise InvalidRequest("pin needs a stage: shadow, canary or primary", param="stage")
             if not 0 <= step < len(st.route.settings.canary_steps):
                 raise InvalidRequest(f"step must be 0..{len(st.route.settings.canary_steps) - 1}", param="step")
-            st.auto = False
-            self._move(st, stage, step if stage == "canary" else 0, "pinned by an operator")
+            change = Change(functools.partial(pinned, stage=stage, step=step if stage == "canary" else 0))
         elif action == "stop":
-            st.auto = False
-            self._move(st, "stopped", 0, "stopped by an operator")
+            change = Change(stopped)
         elif action == "resume":
-            st.auto = True
-            if st.stage == "stopped":
-                self._move(st, "shadow", 0, "resumed by an operator")
+            change = Change(resumed)
         else:
             raise InvalidRequest("action must be pin, stop or resume", param="action")
-        return st.describe()
+        self._change(st, change)
+        if self.store is not None and self._down:
+            log.warning("rollout %s: %s holds in this process only until the store is back", policy, action)
+        return next(d for d in self.describe() if d["policy"] == policy)
+
+    # -- the store --------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Read every rollout from the store (writing those it lacks), then keep them in step in the
+        background. Nothing to do without a store."""
+        if self.store is None:
+            return
+        self._refresh_soon = False
+        await self._sync(refresh=True)
+        self._sync_task = self._syncing.start(self._run(), "sync with the store")
 
     async def stop(self) -> None:
+        """Stop the comparisons, then write the changes still queued (within a few seconds) and stop."""
         await self._comparing.stop()
+        self._closing = True
+        self._wake.set()
+        if self._sync_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._sync_task), STOP_S)
+        await self._syncing.stop()
+
+    async def _run(self) -> None:
+        """Write the queued changes as they come; read every rollout every `sync_s`."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.sync_s
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, due - loop.time()))
+            self._wake.clear()
+            refresh = self._refresh_soon or loop.time() >= due
+            if refresh:
+                due, self._refresh_soon = loop.time() + self.sync_s, False
+            await self._sync(refresh=refresh and not self._closing)
+        if any(self._pending.values()):  # queued while the last round was writing
+            await self._sync(refresh=False)
+
+    async def _sync(self, *, refresh: bool) -> None:
+        assert self.store is not None
+        pending = [p for p, changes in self._pending.items() if changes]
+        if not pending and not refresh:
+            return
+        try:
+            for policy in pending:
+                await self._commit(policy)
+            if refresh:
+                await self._refresh(dict(await self.store.items(NAMESPACE)))
+        except Exception as exc:  # StorageUnavailable, or a bug: either way the rollouts go on in this process
+            self._unavailable(exc)
+            return
+        if self._down:
+            self._down = False
+            log.warning("rollouts: the store is back: the rollouts follow its state again")
+
+    def _unavailable(self, exc: Exception) -> None:
+        """The store failed: the scores not written move only this process's copies from now on (the moves
+        they made there are this process's), the operators' and the config's changes wait for it."""
+        self._down = True
+        for changes in self._pending.values():
+            changes[:] = [c for c in changes if c.kept]
+        for policy, moves in self._unsettled.items():
+            if (st := self._states.get(policy)) is not None:
+                for m in moves:
+                    self._made(st, m)
+        self._unsettled.clear()
+        now = time.monotonic()
+        if now - self._complained >= COMPLAIN_EVERY_S:
+            self._complained = now
+            if isinstance(exc, StorageUnavailable):
+                log.error("rollouts: %s; each process moves its rollouts on its own until it is back", exc.message)
+            else:
+                log.error("rollouts: keeping them in the store failed; each process moves its rollouts on its "
+                          "own meanwhile", exc_info=exc)
+
+    async def _refresh(self, stored: dict[str, bytes]) -> None:
+        """Every rollout's copy from the stored state (with this process's changes not yet written on top);
+        a rollout the store lacks, or whose model this process's config has just set, is written first."""
+        for policy, st in list(self._states.items()):
+            if self._states.get(policy) is not st:
+                continue  # a reload replaced it while this awaited
+            raw = stored.get(policy)
+            if raw is not None and raw == self._stored.get(policy) and policy not in self._foreign:
+                continue
+            found = self._read(st, raw)
+            if isinstance(found, RolloutState) and raw is not None and not self._pending.get(policy):
+                self._adopt(st, found, raw, [])
+            elif isinstance(found, str) and policy not in self._claims:
+                self._follow_not(st, found)
+            else:
+                await self._commit(policy)
+
+    async def _commit(self, policy: str) -> None:
+        """Apply the policy's queued changes to the stored state by compare and set, retried a few times
+        against other writers (then left queued for the next round), and take the result as this copy."""
+        assert self.store is not None
+        st = self._states.get(policy)
+        if st is None:
+            return
+        changes = list(self._pending.get(policy, ()))
+        raw = self._stored.get(policy)
+        for _ in range(SWAP_TRIES):
+            found = self._read(st, raw)
+            if isinstance(found, str) and policy not in self._claims:
+                self._follow_not(st, found)
+                return
+            base = found if isinstance(found, RolloutState) else RolloutState.fresh(policy, st.route, st.min_quality)
+            moves = [m for c in changes for m in c.apply(base)]
+            value = base.encode()
+            if value == raw or await self.store.swap(NAMESPACE, policy, raw, value, None):
+                break
+            raw = await self.store.get(NAMESPACE, policy)
+        else:
+            return
+        if self._states.get(policy) is not st:
+            return
+        del self._pending.get(policy, [])[:len(changes)]
+        self._adopt(st, base, value, moves)
+
+    def _read(self, st: RolloutState, raw: bytes | None) -> RolloutState | str | None:
+        """The stored value as this rollout's state; the model's name when it is another model's; None when
+        there is none to build on (nothing stored, or a value that is not a rollout's: it is replaced)."""
+        if raw is None:
+            return None
+        try:
+            return decode(raw, st)
+        except ValueError as exc:
+            log.error("rollout %s: the stored state is replaced: %s", st.policy, exc)
+            return None
+
+    def _adopt(self, st: RolloutState, base: RolloutState, raw: bytes, moves: list[Move]) -> None:
+        """Make this copy the stored state `base` (`raw`) with the changes still queued on top; `moves`:
+        the ones this process's write made."""
+        self._stored[st.policy] = raw
+        self._claims.discard(st.policy)  # it follows this model's state now: another's is left alone again
+        self._foreign.discard(st.policy)
+        before = st.label
+        st.take(base)
+        self._unsettled[st.policy] = [m for c in self._pending.get(st.policy, ()) for m in c.apply(st)]
+        for m in moves:
+            self._made(st, m)
+        if st.label != before:
+            self._publish(st)
+        self._observe(st)
+
+    def _follow_not(self, st: RolloutState, model: str) -> None:
+        """The stored state is another model's: this process runs its rollout on its own."""
+        if st.policy not in self._foreign:
+            log.warning("rollout %s: the store holds a rollout of %s, this config one of %s: it runs in this "
+                        "process only, until a config sets the same model everywhere", st.policy, model,
+                        st.route.model.name)
+        self._foreign.add(st.policy)
+        self._pending.pop(st.policy, None)
+        for m in self._unsettled.pop(st.policy, []):
+            self._made(st, m)
 
 
 def upper_bound(mean: float, n: int, z: float = Z_95) -> float:
