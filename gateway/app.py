@@ -26,7 +26,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from starlette.exceptions import HTTPException
 
 from gateway import __version__, pipeline
-from gateway.api import admin, feedback, health, metrics, models, openapi
+from gateway.api import admin, feedback, health, keys, metrics, models, openapi
 from gateway.api.cors import Cors
 from gateway.backends import Backend, VllmHooks, build_backend
 from gateway.capture.capture import Capture
@@ -35,8 +35,11 @@ from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
 from gateway.config.watcher import Reloader
 from gateway.errors import InvalidRequest, NanorouteError, StorageUnavailable, UnknownPath, error_body
+from gateway.governance.counters import build_counters
+from gateway.governance.governor import Governor
+from gateway.governance.registry import Registry
 from gateway.metrics import Metrics, multiprocess
-from gateway.pipeline.admission.keys import KeyCheck
+from gateway.pipeline.admission.keys import KeyCheck, parse_entries
 from gateway.pipeline.context import Message, Receive, Scope, Send, Snapshot
 from gateway.pipeline.ingress import request_id
 from gateway.reliability.health import Health
@@ -55,17 +58,21 @@ class Gateway:
 
     def __init__(self, settings: Settings, table: RoutingTable) -> None:
         self.settings = settings
-        self.auth = KeyCheck.from_settings((k.get_secret_value() for k in settings.api_keys),
-                                           settings.admin_key.get_secret_value() if settings.admin_key else None)
         self.metrics = Metrics()
         m = self.metrics
+        self.store = build_store(settings)
+        env_keys = parse_entries(k.get_secret_value() for k in settings.api_keys)
+        self.registry = Registry(((key.id, secret) for key, secret in env_keys), self.store,
+                                 admin_api=settings.admin_key is not None)
+        self.auth = KeyCheck(self.registry, settings.admin_key.get_secret_value() if settings.admin_key else None)
+        self.governor = Governor(build_counters(self.store), m if settings.metrics else None)
         self.health = Health(m.circuit_open, m.replica_up, m.breaker_checks, m.in_flight)
         self.signals = Signals(exact_tokens=settings.exact_tokens)
         self.capture = Capture(build_sink(settings), m, settings.capture_queue, settings.capture_queue_bytes)
-        self.rollouts = Rollouts(self.signals, m if settings.metrics else None)
-        self.store = build_store(settings)
+        self.rollouts = Rollouts(self.signals, m if settings.metrics else None, store=self.store)
         self.turns = Turns(self.store, settings.responses_ttl_s) if settings.responses_store else None
-        self.pipeline = pipeline.build(keys=self.auth, capture=self.capture, rollouts=self.rollouts, turns=self.turns,
+        self.pipeline = pipeline.build(keys=self.auth, governor=self.governor, capture=self.capture,
+                                       rollouts=self.rollouts, turns=self.turns,
                                        metrics=m if settings.metrics else None, access_log=settings.access_log)
         self._vllm_hooks = VllmHooks(queue_wait=self._queue_wait, adapter_load=self._adapter_load)
         self._first = table
@@ -105,6 +112,7 @@ class Gateway:
             backends[name] = backend
         for warning in table.warnings:
             log.warning("config %s: %s", table.source, warning)
+        self.registry.configure(table)
         self._warn_keys(table)
         self._state = Snapshot(table, backends, self.health, self.signals, self.settings.max_body_bytes)
         self.metrics.config_loaded(table.version, list(table.models))
@@ -115,10 +123,10 @@ class Gateway:
             self._background.start(_close_later(retired), f"close {len(retired)} replaced backend(s)")
 
     def _warn_keys(self, table: RoutingTable) -> None:
-        unknown = sorted(set(table.access) - self.auth.ids)
+        unknown = sorted(set(table.access) - self.registry.ids)
         if unknown:
-            log.warning("config %s: keys %s name no client key of NANOROUTE_API_KEYS: they limit no one",
-                        table.source, ", ".join(unknown))
+            log.warning("config %s: keys %s name no client key (of NANOROUTE_API_KEYS, or with a digest or "
+                        "secret_file): they limit no one", table.source, ", ".join(unknown))
 
     @property
     def ready(self) -> bool:
@@ -143,8 +151,6 @@ class Gateway:
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         s = self.settings
-        if self.auth.open:
-            log.warning("NANOROUTE_API_KEYS is not set: the API is open to anyone who can reach it")
         if not s.metrics_on_api and s.metrics_port is None:
             log.warning("NANOROUTE_METRICS_ON_API is false and NANOROUTE_METRICS_PORT is unset: /metrics is served "
                         "nowhere")
@@ -154,6 +160,12 @@ class Gateway:
             log.error("%s; serving all the same: requests that need the store (the Responses API's "
                       "previous_response_id) get 503, and answers are not stored, while it is unavailable", exc)
         await self.apply(self._first)
+        await self.rollouts.start()
+        await self.registry.start()
+        self.governor.start()
+        if self.auth.open:
+            log.warning("no client key is set (NANOROUTE_API_KEYS, the config's keys, the admin API): the API is "
+                        "open to anyone who can reach it")
         table = self.state.table
         log.info("nanoroute %s serving config %s (version %s)", __version__, table.source, table.version)
         self.reloader.start()
@@ -174,6 +186,8 @@ class Gateway:
             await self.capture.stop()
             if self.turns is not None:
                 await self.turns.drain()
+            await self.registry.stop()
+            await self.governor.stop()
             await self.store.close()
             await self._background.stop()  # replaced backends waiting to be closed are closed now
             for backend in self.state.backends.values():
@@ -231,6 +245,7 @@ def _build_api(gw: Gateway) -> FastAPI:
     if gw.settings.metrics_on_api:
         api.include_router(metrics.router)
     api.include_router(admin.router)
+    api.include_router(keys.router)
     api.include_router(feedback.router)
     gw.openapi = openapi.document(api, gw.pipeline.routes)
 

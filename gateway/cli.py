@@ -12,6 +12,7 @@ from pathlib import Path
 from gateway import __version__
 from gateway.distill import commands as distill
 from gateway.errors import ConfigError
+from gateway.governance import cli as governance
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,10 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     adapters.add_argument("--prune", action="store_true", help="sync: also unload adapters the config does not route")
 
     distill.add_parser(sub)  # `nanoroute distill export|train|eval`: gateway/distill/commands.py
+    governance.add_parser(sub)  # `nanoroute keys ...`, `nanoroute spend`: gateway/governance/cli.py
 
     args = parser.parse_args(argv)
     if args.command == "distill":
         return distill.run(args)
+    if args.command in governance.COMMANDS:
+        return governance.run(args)
     if args.command == "check":
         return _check(args.file)
     if args.command == "adapters":

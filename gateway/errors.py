@@ -13,7 +13,9 @@ The tree::
     │   │   └── ModelNotFound           404 no policy matches and no catalog model has that name
     │   ├── UnknownPath                 404 no endpoint at this path (OpenAI's "Invalid URL (GET /v1/foo)")
     │   ├── MethodNotAllowed            405 a proxied endpoint called with another method than POST
-    │   └── PayloadTooLarge             413 body over the configured limit
+    │   ├── PayloadTooLarge             413 body over the configured limit
+    │   ├── RateLimited                 429 `rate_limit_exceeded`: the key's (or its team's) rate or in-flight cap
+    │   └── QuotaExceeded               429 `insufficient_quota`: the key's (or its team's) budget is spent
     ├── PolicyUnmet                     503 no candidate meets the policy's requirements and it says `reject`
     ├── StorageUnavailable              503 the gateway could not read or write what it keeps (feedback, the store)
     ├── DistillError                    a `nanoroute distill` step cannot go on (no data, no manifest, a failed run)
@@ -163,6 +165,42 @@ class MethodNotAllowed(ClientError):
 class PayloadTooLarge(ClientError):
     status = 413
     code = "request_too_large"
+
+
+class RateLimited(ClientError):
+    """A key (or its team) is at its requests or tokens per minute, or its requests at once: OpenAI's 429,
+    its `type` the limit (`requests`, `tokens`), with `Retry-After` and the `x-ratelimit-*` headers."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, kind: str, retry_after: float | None,
+                 limit_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(message)
+        self.type = kind
+        self.retry_after = retry_after
+        self.limit_headers = tuple(limit_headers)
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [*_retry_after(self.retry_after), *self.limit_headers]
+
+
+class QuotaExceeded(ClientError):
+    """A key's (or its team's) budget for the period is spent: OpenAI's 429 `insufficient_quota`, which its
+    SDKs do not retry. `Retry-After`: when the period ends, if it does."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def __init__(self, message: str, *, retry_after: float | None,
+                 limit_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.limit_headers = tuple(limit_headers)
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [*_retry_after(self.retry_after), *self.limit_headers]
 
 
 class PolicyUnmet(NanorouteError):

@@ -110,6 +110,18 @@ class Metrics:
         self.capture_dropped = Counter("nanoroute_capture_dropped",
                                        "Sampled requests not written: queue_full, too_large, write_error, invalid, "
                                        "shutdown", ["reason"], registry=r)
+        self.spend = Counter("nanoroute_spend_usd", "Spend of governed keys by team, key (`-` unless "
+                             "governance.key_labels) and answering model, USD: the ledger's figures",
+                             ["team", "key", "model"], registry=r)
+        self.limited = Counter("nanoroute_limited", "Requests refused by a key's or team's limits, by reason: "
+                               "requests, tokens, in_flight, budget", ["team", "key", "reason"], registry=r)
+        self.governance_store_errors = Counter("nanoroute_governance_store_errors",
+                                               "Store failures of governance, by operation (admit, settle, keys) and "
+                                               "what was done (allowed, denied, retried)", ["operation", "action"],
+                                               registry=r)
+        self.governance_pending = Gauge("nanoroute_governance_pending_settlements",
+                                        "Ended requests whose counts wait for the store to be written",
+                                        multiprocess_mode="livesum", registry=r)
         self._version: str | None = None
         self._children: dict[tuple[Any, ...], Any] = {}
 

@@ -78,3 +78,5 @@ class RequestRecord:
     """A stream's bytes as relayed to the client, up to MAX_KEPT_BYTES (kept when `keep`)."""
     kept_bytes: int = 0
     """The size of the answer: the JSON body's, or all of a stream's relayed bytes."""
+    limit_headers: tuple[tuple[bytes, bytes], ...] = ()
+    """The `x-ratelimit-*` headers of a key with rate limits, sent with the answer."""

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from gateway.api.deps import admin, gateway, presented_key_id
+from gateway.api.deps import admin, gateway, presented_key
 from gateway.backends.base import Operation
 from gateway.config.table import ModelRoute
 from gateway.errors import ConfigError, InvalidRequest
@@ -90,12 +90,14 @@ async def reload(request: Request) -> dict[str, Any] | JSONResponse:
 async def explain_route(request: Request) -> dict[str, Any]:
     """Where a chat request would go and why, without calling any upstream."""
     gw = gateway(request)
-    key_id = presented_key_id(request)
+    named = request.headers.get("x-nanoroute-key")
+    key = gw.auth.registry.by_id(named) if named else presented_key(request)
     req = parse_request(
         Operation.CHAT, await request.body(), task_header=request.headers.get("x-nanoroute-task"),
-        key_id=request.headers.get("x-nanoroute-key") or key_id, request_id="explain",
+        key_id=named or (key.id if key is not None else None), request_id="explain",
         pin=request.headers.get("x-nanoroute-model"),
     )
+    req.access = key.access if key is not None else None
     out = explain(gw.state.table, req, gw.state.signals)
     d = out.decision
     return {

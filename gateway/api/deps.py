@@ -11,6 +11,9 @@ from fastapi import Request
 
 from gateway.capture.capture import Capture
 from gateway.config.watcher import Reloader
+from gateway.governance.governor import Governor
+from gateway.governance.principal import Principal
+from gateway.governance.registry import Registry
 from gateway.metrics import Metrics
 from gateway.pipeline.admission.keys import KeyCheck, presented
 from gateway.pipeline.context import Snapshot
@@ -23,6 +26,8 @@ class GatewayView(Protocol):
     capture: Capture
     rollouts: Rollouts
     reloader: Reloader
+    registry: Registry
+    governor: Governor
 
     @property
     def ready(self) -> bool: ...
@@ -42,16 +47,20 @@ def _presented(request: Request) -> bytes | None:
                        for name in ("authorization", "x-api-key", "api-key")))
 
 
+def client(request: Request) -> Principal | None:
+    """The calling client's key; None when the API is open. Raises AuthenticationFailed when keys are required."""
+    return gateway(request).auth.check(_presented(request))
+
+
 def client_key(request: Request) -> str | None:
     """The calling client's key id; raises AuthenticationFailed when keys are required."""
-    key = gateway(request).auth.check(_presented(request))
+    key = client(request)
     return key.id if key is not None else None
 
 
-def presented_key_id(request: Request) -> str | None:
-    """The id of the client key the request carries, if it is one of ours (never raises)."""
-    key = gateway(request).auth.identify(_presented(request))
-    return key.id if key is not None else None
+def presented_key(request: Request) -> Principal | None:
+    """The client key the request carries, if it is one of ours (never raises)."""
+    return gateway(request).auth.identify(_presented(request))
 
 
 def admin(request: Request) -> None:

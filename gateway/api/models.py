@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from gateway.api.deps import client_key, gateway
+from gateway.api.deps import client, gateway
 from gateway.errors import ModelNotFound
+from gateway.governance.principal import Principal
 from gateway.routing.decide import client_models
 
 router = APIRouter(prefix="/v1")
@@ -18,14 +19,15 @@ def _entry(name: str, loaded_at: float) -> dict[str, Any]:
 
 
 @router.get("/models")
-async def list_models(request: Request, key_id: str | None = Depends(client_key)) -> dict[str, Any]:
+async def list_models(request: Request, key: Annotated[Principal | None, Depends(client)]) -> dict[str, Any]:
     table = gateway(request).state.table
-    return {"object": "list", "data": [_entry(n, table.loaded_at) for n in client_models(table, key_id)]}
+    names = client_models(table, key.access if key is not None else None)
+    return {"object": "list", "data": [_entry(n, table.loaded_at) for n in names]}
 
 
 @router.get("/models/{name:path}")
-async def get_model(name: str, request: Request, key_id: str | None = Depends(client_key)) -> dict[str, Any]:
+async def get_model(name: str, request: Request, key: Annotated[Principal | None, Depends(client)]) -> dict[str, Any]:
     table = gateway(request).state.table
-    if name not in client_models(table, key_id):
+    if name not in client_models(table, key.access if key is not None else None):
         raise ModelNotFound(name)
     return _entry(name, table.loaded_at)

@@ -35,6 +35,7 @@ from gateway.config.table import (
     RoutingTable,
 )
 from gateway.errors import ConfigError
+from gateway.governance.secrets import KEY_TEXT, MIN_KEY_CHARS
 
 Problems = list[tuple[str, str]]
 
@@ -233,6 +234,8 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         policies.append(_policy_route(p, pattern, refs["candidates"], refs["fallback"], _capture_route(p, cfg),
                                       rollout, tuple(literal)))
     access = _key_access(cfg, root, problems)
+    declared = _declared_keys(cfg, root, problems)
+    inputs += [str(k.secret_file) for k in cfg.keys.values() if k.secret_file is not None]
     if problems:
         raise ConfigError(source, problems)
     client_models = tuple(dict.fromkeys([*models, *literal_names]))
@@ -249,6 +252,7 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
         warnings=tuple(warnings),
         pin_keys=pin_keys,
         access=MappingProxyType(access),
+        declared_keys=MappingProxyType(declared),
         direct=cfg.direct.enabled,
         redactor=Redactor(cfg.capture.redact.builtin, cfg.capture.redact.patterns),
         tasks=frozenset(t for p in cfg.policies for t in (p.match.task or ()))
@@ -257,7 +261,7 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
 
 
 def _key_access(cfg: schema.Config, root: yaml.Node | None, problems: Problems) -> dict[str, KeyAccess]:
-    """The config's `keys`, each name it lists checked against the catalog and the policies."""
+    """The config's `keys`, each name it lists checked against the catalog, the policies and the teams."""
     policy_names = [p.name for p in cfg.policies]
     access: dict[str, KeyAccess] = {}
     for key, k in cfg.keys.items():
@@ -265,9 +269,34 @@ def _key_access(cfg: schema.Config, root: yaml.Node | None, problems: Problems) 
             for j, ref in enumerate(getattr(k, field_name) or ()):
                 if ref not in known:
                     problems.append((_at(root, ("keys", key, field_name, j)), _unknown(kind, ref, known)))
+        if k.team is not None and k.team not in cfg.teams:
+            problems.append((_at(root, ("keys", key, "team")), _unknown("team", k.team, cfg.teams)))
         access[key] = KeyAccess(None if k.models is None else frozenset(k.models),
                                 None if k.policies is None else frozenset(k.policies))
     return access
+
+
+def _declared_keys(cfg: schema.Config, root: yaml.Node | None, problems: Problems) -> dict[str, bytes]:
+    """The SHA-256 digest of each key the config gives itself (`digest`, or the text of `secret_file`)."""
+    declared: dict[str, bytes] = {}
+    for name, k in cfg.keys.items():
+        if k.digest is not None:
+            declared[name] = bytes.fromhex(k.digest.removeprefix("sha256:"))
+        elif k.secret_file is not None:
+            try:
+                secret = k.secret_file.read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append((_at(root, ("keys", name, "secret_file")), f"cannot read the key: {exc}"))
+                continue
+            if not KEY_TEXT.fullmatch(secret) or len(secret) < MIN_KEY_CHARS:
+                problems.append((_at(root, ("keys", name, "secret_file")),
+                                 f"the file must hold one key of at least {MIN_KEY_CHARS} printable characters "
+                                 "without spaces"))
+                continue
+            declared[name] = hashlib.sha256(secret.encode()).digest()
+    if len(set(declared.values())) < len(declared):
+        problems.append((_at(root, ("keys",)), "two keys have the same secret"))
+    return declared
 
 
 def _policy_route(

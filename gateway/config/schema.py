@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -441,14 +441,84 @@ class Capture(Strict):
     redact: Redact = Redact()
 
 
+Period = Literal["day", "week", "month", "total"]
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+class Limits(Strict):
+    """Rate limits (a sliding one-minute window) and a cap on requests at once; unset: no limit."""
+
+    rpm: Annotated[int, Field(ge=1)] | None = None
+    """Requests per minute."""
+    tpm: Annotated[int, Field(ge=1)] | None = None
+    """Tokens per minute: the prompt and the output expected (max_tokens when given), corrected once known."""
+    max_in_flight: Annotated[int, Field(ge=1)] | None = None
+    """Requests at once."""
+
+
+class Budget(Strict):
+    """Dollars per period (UTC calendar day, ISO week, calendar month, or in total), reset as each begins."""
+
+    usd: Annotated[float, Field(ge=0)]
+    period: Period = "month"
+
+
+Metadata = Annotated[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
+                     Field(max_length=32)]
+
+
+class Team(Strict):
+    """A team: its budget and limits cap all its keys together (docs/governance.md)."""
+
+    limits: Limits = Limits()
+    budget: Budget | None = None
+    metadata: Metadata = {}
+
+
 class Key(Strict):
-    """What one client key may use, by its name (`NANOROUTE_API_KEYS` `name=key` entries) or id.
+    """A client key: what it may use, its team, limits and budget (docs/governance.md). Named here, it is
+    one of `NANOROUTE_API_KEYS` (by its name or id), or a key of its own given by `digest` or `secret_file`.
     Unset lists allow everything; an empty list allows nothing."""
 
     models: list[Name] | None = None
     """The catalog models that may serve its requests, whichever policy routes them."""
     policies: list[Name] | None = None
     """The policies its requests may match; the others are passed over as if they did not match."""
+    team: Name | None = None
+    limits: Limits = Limits()
+    budget: Budget | None = None
+    expires_at: AwareDatetime | None = None
+    metadata: Metadata = {}
+    digest: str | None = None
+    """The key itself, as `sha256:<64 hex digits>` of its text: for GitOps, where the secret stays out of the file."""
+    secret_file: Path | None = None
+    """A file that holds the key (a mounted Kubernetes Secret); read at each load."""
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        if value is not None and not DIGEST.fullmatch(value):
+            raise ValueError("expected sha256: and 64 lowercase hex digits (`printf %s KEY | sha256sum`)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Key:
+        if self.digest is not None and self.secret_file is not None:
+            raise ValueError("give the key by digest or by secret_file, not both")
+        return self
+
+
+class Governance(Strict):
+    """Keys, budgets and limits at run time (docs/governance.md)."""
+
+    on_store_error: Literal["allow", "deny"] = "allow"
+    """When the store cannot be reached to check a limited key: let its requests through (counted as they
+    end, once the store is back) or refuse them with 503."""
+    key_labels: bool = False
+    """Label the spend and limited metrics by key id (one series per key: for a few hundred keys at most)."""
+    ledger: Literal["governed", "all"] = "governed"
+    """Which requests the spend ledger records: those of keys with a team, a limit, a budget or made by the
+    admin API; or every request."""
 
 
 class Direct(Strict):
@@ -462,7 +532,9 @@ class Config(Strict):
     models: Annotated[dict[Name, Model], Field(min_length=1)]
     policies: list[Policy] = []
     keys: dict[Name, Key] = {}
-    """Per client key: the models and policies it may use (docs/configuration.md#keys)."""
+    """Per client key: the models and policies it may use, its team, limits and budget (docs/governance.md)."""
+    teams: dict[Name, Team] = {}
+    governance: Governance = Governance()
     direct: Direct = Direct()
     pinning: Pinning = Pinning()
     capture: Capture = Capture()

@@ -156,11 +156,9 @@ class RoutingTable:
     """The other files the table was built from (adapter manifests): part of its version, and watched."""
     access: Mapping[str, KeyAccess] = field(default_factory=dict)
     """Per client key id: what it may use. Keys not listed may use everything."""
+    declared_keys: Mapping[str, bytes] = field(default_factory=dict)
+    """The keys the config gives itself (`digest`, `secret_file`): name -> the SHA-256 digest of the key."""
     direct: bool = True
     """Whether a request that matches no policy may name a catalog model and go straight to it."""
     redactor: Redactor = field(default_factory=Redactor)
     """What captured requests and answers are cleaned with (the config's `capture.redact`)."""
-
-    def key_access(self, key_id: str | None) -> KeyAccess | None:
-        """What the config's `keys` let this client key use; None when they do not limit it."""
-        return self.access.get(key_id) if key_id is not None and self.access else None

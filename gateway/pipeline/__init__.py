@@ -4,10 +4,12 @@
     ingress     pipeline/ingress/        the protocol (OpenAI's chat completions, completions and embeddings,
                                          its Responses API, Anthropic's Messages API): paths, the body -> a
                                          RoutedRequest, the answer and errors in its words
-    admission   pipeline/admission/      whether it may go on: client keys (before the body is read)
+    admission   pipeline/admission/      whether it may go on: client keys (before the body is read); then,
+                                         once routed, the key's and team's limits and budget
     route       pipeline/route.py        routing.decide (policy, chain), then rollout, capture, cascade
     relay       pipeline/relay.py        reliability.chain (attempts, fallback), the answer as JSON or SSE
-    observers   pipeline/observers.py    usage and cost, learning, metrics, access log, capture, rollout
+    observers   pipeline/observers.py    usage and cost, settling limits and budgets, learning, metrics,
+                                         access log, capture, rollout
 
 A request carries a `RequestContext` (`context.py`): the snapshot of the gateway it started with, its
 headers, what each stage made of it, and its record. `build()` below is where stages are registered: a
@@ -30,15 +32,17 @@ import orjson
 from gateway.backends.base import Operation
 from gateway.capture.capture import Capture
 from gateway.errors import ClientError, MethodNotAllowed, NanorouteError, PolicyUnmet, StorageUnavailable
+from gateway.governance.governor import Governor
 from gateway.metrics import Metrics
 from gateway.pipeline.admission import Admission
 from gateway.pipeline.admission.keys import KeyCheck, Keys
+from gateway.pipeline.admission.limits import Limits
 from gateway.pipeline.context import Headers, Receive, RequestContext, Scope, Send, Snapshot
 from gateway.pipeline.ingress import Ingress, read_body, request_id
 from gateway.pipeline.ingress.anthropic import AnthropicIngress
 from gateway.pipeline.ingress.openai import OpenAIIngress
 from gateway.pipeline.ingress.responses import ResponsesIngress
-from gateway.pipeline.observers import AccessLog, Captured, Compared, Count, Learn, Observer, Stored, Usage
+from gateway.pipeline.observers import AccessLog, Captured, Compared, Count, Learn, Observer, Settle, Stored, Usage
 from gateway.pipeline.relay import relay, send_error, send_json
 from gateway.pipeline.route import Route
 from gateway.record import Outcome, RequestRecord
@@ -49,10 +53,10 @@ from gateway.store.turns import Turns
 log = logging.getLogger("nanoroute")
 
 
-def build(*, keys: KeyCheck, capture: Capture, rollouts: Rollouts, turns: Turns | None, metrics: Metrics | None,
-          access_log: bool) -> Pipeline:
+def build(*, keys: KeyCheck, governor: Governor, capture: Capture, rollouts: Rollouts, turns: Turns | None,
+          metrics: Metrics | None, access_log: bool) -> Pipeline:
     """The stages, registered in order. `turns`: the Responses API's store of conversations, if on."""
-    observers: list[Observer] = [Usage(), Learn()]
+    observers: list[Observer] = [Usage(), Settle(governor, metrics), Learn()]
     if metrics is not None:
         observers.append(Count(metrics))
     if access_log:
@@ -60,8 +64,9 @@ def build(*, keys: KeyCheck, capture: Capture, rollouts: Rollouts, turns: Turns 
     observers += [Captured(capture), Compared(rollouts)]
     if turns is not None:
         observers.append(Stored(turns))
-    return Pipeline(ingresses=[OpenAIIngress(), ResponsesIngress(turns), AnthropicIngress()], admission=[Keys(keys)],
-                    route=Route(rollouts, capture), observers=observers)
+    return Pipeline(ingresses=[OpenAIIngress(), ResponsesIngress(turns), AnthropicIngress()],
+                    admission=[Keys(keys), Limits(governor, metrics)], route=Route(rollouts, capture),
+                    observers=observers)
 
 
 class Pipeline:
@@ -102,18 +107,20 @@ class Pipeline:
             return
         try:
             for check in self._on_headers:
-                check.admit(ctx)
+                await check.admit(ctx)
             raw = await read_body(receive, ctx.headers.content_length, ctx.state.max_body_bytes)
             req = ctx.request = await ctx.ingress.parse(ctx, raw)
+            if ctx.principal is not None:
+                req.access = ctx.principal.access
             rec.task, rec.stream = req.task, req.stream
             self._route.decide(ctx)
             for check in self._on_route:
-                check.admit(ctx)
+                await check.admit(ctx)
         except (ClientError, PolicyUnmet) as exc:
             rec.outcome, rec.status = Outcome.CLIENT_ERROR, exc.status
             await send_error(ctx, exc, send)
             return
-        except StorageUnavailable as exc:  # the store an ingress reads (the Responses API's conversations)
+        except StorageUnavailable as exc:  # the Responses API's conversations; limits with on_store_error: deny
             rec.outcome, rec.status, rec.error = Outcome.INTERNAL_ERROR, exc.status, exc.message
             await send_error(ctx, exc, send)
             return

@@ -22,6 +22,8 @@ from gateway.routing.signals import Signals
 
 if TYPE_CHECKING:
     from gateway.capture.capture import Sample
+    from gateway.governance.counters import Ask
+    from gateway.governance.principal import Principal
     from gateway.pipeline.ingress import Ingress
     from gateway.rollout import Probe
     from gateway.store.turns import Turn
@@ -80,8 +82,8 @@ class Headers:
 class RequestContext:
     """One request, from arrival to its observers. Each stage fills in what it owns."""
 
-    __slots__ = ("answer", "decision", "gate", "headers", "ingress", "op", "probe", "record", "request", "sample",
-                 "state", "turn")
+    __slots__ = ("answer", "ask", "decision", "gate", "headers", "ingress", "op", "principal", "probe", "record",
+                 "request", "sample", "state", "turn")
 
     def __init__(self, state: Snapshot, ingress: Ingress, op: Operation, headers: Headers,
                  record: RequestRecord) -> None:
@@ -91,6 +93,8 @@ class RequestContext:
         self.op = op
         self.headers = headers
         self.record = record
+        self.principal: Principal | None = None
+        """Who the request comes from: set by the keys check (None when the API is open)."""
         self.request: RoutedRequest | None = None
         """Set by the ingress once the body is read and parsed."""
         self.decision: Decision | None = None
@@ -103,5 +107,7 @@ class RequestContext:
         """Set when the policy has a rollout and this request's answer is compared off the request path."""
         self.turn: Turn | None = None
         """Set by the Responses API's ingress for a response to store (`store: true`)."""
+        self.ask: Ask | None = None
+        """What the limits check counted for the request, to be settled once it ends (None: nothing counted)."""
         self.answer: dict[str, Any] | None = None
         """The answer in the client's API, when the ingress keeps it for the store (a Responses API response)."""

@@ -9,10 +9,14 @@ for the others. A new observer is a class here with an `observe(ctx)`, registere
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 from gateway import accesslog
 from gateway.capture.capture import Capture
+from gateway.governance.counters import LedgerEntry, Settlement, ledger_day, nano
+from gateway.governance.governor import Governor
+from gateway.governance.principal import NO_LABEL
 from gateway.metrics import Metrics
 from gateway.pipeline.context import RequestContext
 from gateway.rollout import Rollouts
@@ -70,6 +74,35 @@ def usage_tokens(usage: dict[str, Any]) -> tuple[int, int] | None:
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
     return prompt, completion
+
+
+class Settle:
+    """A governed key's request has ended: its tokens are corrected and its real cost charged to its key's and
+    team's budgets and to the ledger, off the request path (`Governor.settle`), and counted in the spend metric.
+    A request that the limits check let in is settled whatever its outcome: one that failed releases its hold."""
+
+    def __init__(self, governor: Governor, metrics: Metrics | None) -> None:
+        self.governor = governor
+        self.metrics = metrics
+
+    def observe(self, ctx: RequestContext) -> None:
+        who, ask, rec = ctx.principal, ctx.ask, ctx.record
+        if who is None or not (who.ledger or ask is not None):
+            return
+        now = time.time()
+        entry = None
+        if rec.model is not None and who.ledger:
+            entry = LedgerEntry(ledger_day(now), who.id, who.team or NO_LABEL, rec.model.name, rec.prompt_tokens or 0,
+                                rec.completion_tokens or 0, nano(rec.cost_usd or 0.0))
+            if self.metrics is not None and rec.cost_usd:
+                self.metrics.spend.labels(who.team_label, who.key_label, rec.model.name).inc(rec.cost_usd)
+        if ask is not None:
+            used = (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
+            self.governor.settle(Settlement(ask.request_id, ask.scopes, ask.tokens, used,
+                                            entry.cost_nusd if entry is not None else nano(rec.cost_usd or 0.0), now,
+                                            entry))
+        elif entry is not None:
+            self.governor.settle(entry)
 
 
 class Learn:

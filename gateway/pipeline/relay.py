@@ -148,6 +148,8 @@ def route_headers(rec: RequestRecord) -> list[tuple[bytes, bytes]]:
     if rec.model is not None:
         headers.append((b"x-nanoroute-model", rec.model.name.encode()))
     headers.append((b"x-nanoroute-fallbacks", str(len(rec.failures)).encode()))
+    if rec.limit_headers:
+        headers += rec.limit_headers
     return headers
 
 

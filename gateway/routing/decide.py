@@ -71,7 +71,7 @@ def decide(table: RoutingTable, req: RoutedRequest, signals: Signals) -> Decisio
 
 
 def explain(table: RoutingTable, req: RoutedRequest, signals: Signals) -> Explained:
-    access = table.key_access(req.key_id)
+    access = req.access
     if req.pin is not None:
         return Explained(_pinned(table, req, access))
     for policy in table.policies:
@@ -118,10 +118,9 @@ def _pinned(table: RoutingTable, req: RoutedRequest, access: KeyAccess | None) -
     return Decision("pinned", (model,), "pinned", (model,), allowed=_allowed(access))
 
 
-def client_models(table: RoutingTable, key_id: str | None) -> list[str]:
-    """The model names this client may send: catalog models it may use (when direct routing is on, or a
-    policy it may match routes any name), and the literal names of the policies it may match."""
-    access = table.key_access(key_id)
+def client_models(table: RoutingTable, access: KeyAccess | None) -> list[str]:
+    """The model names a client whose key may use `access` may send: catalog models it may use (when direct
+    routing is on, or a policy it may match routes any name), and the literal names of the policies it may match."""
     policies = [p for p in table.policies if access is None or access.may_match(p.name)]
     any_name = any(p.model_pattern is None for p in policies)
     names = [m for m in table.models if (table.direct or any_name) and (access is None or access.may_use(m))]

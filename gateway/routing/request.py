@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gateway.backends.base import Operation
 from gateway.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from gateway.config.table import KeyAccess
 
 TASK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}")
 """What a task name may be, from a header or the body's metadata: the config's names, at most 128 characters."""
@@ -62,6 +65,8 @@ class RoutedRequest:
     add_logprobs: bool = False
     """A cascade checks log-probabilities the client did not ask for: ask the upstream for them, and
     remove them from the answer the client gets (set by the route stage for JSON requests)."""
+    access: KeyAccess | None = None
+    """What the client's key may use (models, policies); None: everything. Set by the pipeline from its key."""
     native: Native | None = None
     """Set for a request that came in by another API: `body` above is its chat completions translation,
     which routing reads and models that do not speak the API get."""

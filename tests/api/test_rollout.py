@@ -1,9 +1,13 @@
 """Rollouts through a running gateway, with the official SDK: a model shadows, goes canary, becomes
-primary on measured agreement, and falls back when its answers stop agreeing; operators see and steer it."""
+primary on measured agreement, and falls back when its answers stop agreeing; operators see and steer it.
+
+Each gateway gets a data folder of the test's own: a rollout's state is kept in the store, and outlives
+the gateway (test_rollout_shared.py shares one between gateways)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -59,10 +63,11 @@ def drive(client: Client, base: str, root: str, until_stage: str, limit: int = 6
     raise AssertionError(f"still {rollout(root)['stage']} after {limit} requests")
 
 
-def test_a_model_that_agrees_is_promoted_and_one_that_stops_is_sent_back(servers: Servers, client: Client) -> None:
+def test_a_model_that_agrees_is_promoted_and_one_that_stops_is_sent_back(servers: Servers, client: Client,
+                                                                         tmp_path: Path) -> None:
     teacher = servers.upstream("teacher", answer="billing")
     student = servers.upstream("student", answer="Billing.")  # the same label, as the evaluator reads it
-    base = servers.gateway(config(teacher, student), admin_key=ADMIN_KEY)
+    base = servers.gateway(config(teacher, student), admin_key=ADMIN_KEY, data_dir=tmp_path)
     root = base.removesuffix("/v1")
     assert rollout(root)["stage"] == "shadow"
 
@@ -89,14 +94,14 @@ def test_a_model_that_agrees_is_promoted_and_one_that_stops_is_sent_back(servers
     assert 'nanoroute_route_decisions_total{model="small",policy="triage",reason="rollout"}' in metrics
 
 
-def test_the_measured_score_becomes_the_models_quality_for_other_policies(servers: Servers,
-                                                                          client: Client) -> None:
+def test_the_measured_score_becomes_the_models_quality_for_other_policies(servers: Servers, client: Client,
+                                                                          tmp_path: Path) -> None:
     teacher, student = servers.upstream("teacher", answer="billing"), servers.upstream("student", answer="billing")
     cheap = """  - {name: cheap, match: {model: [cheap]}, strategy: cheapest, candidates: [small, large],
      require: {min_quality: 0.9}}
 """
     base = servers.gateway(config(teacher, student).replace("policies:\n", "policies:\n" + cheap),
-                           admin_key=ADMIN_KEY)
+                           admin_key=ADMIN_KEY, data_dir=tmp_path)
     root = base.removesuffix("/v1")
 
     def explain() -> dict[str, Any]:
@@ -112,9 +117,9 @@ def test_the_measured_score_becomes_the_models_quality_for_other_policies(server
     assert after["candidates"][0]["quality"] == 1.0
 
 
-def test_operators_pin_stop_and_resume(servers: Servers, client: Client) -> None:
+def test_operators_pin_stop_and_resume(servers: Servers, client: Client, tmp_path: Path) -> None:
     teacher, student = servers.upstream("teacher", answer="billing"), servers.upstream("student", answer="billing")
-    base = servers.gateway(config(teacher, student), admin_key=ADMIN_KEY)
+    base = servers.gateway(config(teacher, student), admin_key=ADMIN_KEY, data_dir=tmp_path)
     root = base.removesuffix("/v1")
     pinned = httpx.post(f"{root}/admin/rollouts/triage", headers=ADMIN, json={"action": "pin", "stage": "primary"})
     assert pinned.status_code == 200 and pinned.json()["stage"] == "primary" and not pinned.json()["auto"]
@@ -142,13 +147,14 @@ def judged(teacher: FakeUpstream, student: FakeUpstream, judge: FakeUpstream, pr
         "canary_steps: [0.5]}", "canary_steps: [0.5], evaluator: judge, judge: grader}")
 
 
-def test_a_judge_grades_free_text_answers(servers: Servers, client: Client) -> None:
+def test_a_judge_grades_free_text_answers(servers: Servers, client: Client, tmp_path: Path) -> None:
     """Support replies differ in wording: a judge model, asked off the path, says whether the adapter's
     answer is as good as the one served. Its PASS moves the rollout on; its FAIL holds it back."""
     teacher = servers.upstream("teacher", answer="Sorry about the double charge: a refund is on its way.")
     student = servers.upstream("student", answer="We refunded the second charge; sorry for the trouble.")
     judge = servers.upstream("judge", answer="PASS-{nonce}")
-    base = servers.gateway(judged(teacher, student, judge, "price: {input: 5, output: 15}"), admin_key=ADMIN_KEY)
+    base = servers.gateway(judged(teacher, student, judge, "price: {input: 5, output: 15}"), admin_key=ADMIN_KEY,
+                           data_dir=tmp_path)
     root = base.removesuffix("/v1")
 
     assert (rollout(root)["evaluator"], rollout(root)["judge"]) == ("judge", "grader")
@@ -168,10 +174,11 @@ def test_a_judge_grades_free_text_answers(servers: Servers, client: Client) -> N
     assert rollout(root)["history"][-1]["why"].startswith("score 0.")
 
 
-def test_a_judge_that_cannot_be_reached_scores_nothing(servers: Servers, client: Client) -> None:
+def test_a_judge_that_cannot_be_reached_scores_nothing(servers: Servers, client: Client,
+                                                      tmp_path: Path) -> None:
     teacher, student = servers.upstream("teacher", answer="a"), servers.upstream("student", answer="b")
     judge = servers.upstream("judge", behaviour="status:500")
-    base = servers.gateway(judged(teacher, student, judge), admin_key=ADMIN_KEY)
+    base = servers.gateway(judged(teacher, student, judge), admin_key=ADMIN_KEY, data_dir=tmp_path)
     root = base.removesuffix("/v1")
     for _ in range(3):
         assert ask(client, base) == "large"

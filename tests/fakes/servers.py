@@ -111,6 +111,8 @@ class Servers:
         path = self.tmp / f"config-{len(self._gateways)}.yaml"
         path.write_text(config)
         port = free_port()
+        # A data folder of its own (the store: rollouts, keys, counters), unless the test shares one on purpose.
+        settings.setdefault("data_dir", self.tmp / f"data-{len(self._gateways)}")
         resolved = Settings(config=path, port=port, **settings)
         server = uvicorn.Server(uvicorn.Config(create_app(resolved), host="127.0.0.1", port=port, loop="none",
                                                log_level="warning", **uvicorn_options(resolved)))

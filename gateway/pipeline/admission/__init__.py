@@ -2,8 +2,8 @@
 
 Each check answers with nothing (go on) or a ClientError (why not, in the caller's protocol). A check
 that needs only the headers runs before the body is read (`before_body`: a key); the others once the
-request is routed (`ctx.request` and `ctx.decision` are set). Keys are checked by `keys.py`; a new check is
-a module beside it, registered in `gateway/pipeline/__init__.py`.
+request is routed (`ctx.request` and `ctx.decision` are set). Keys are checked by `keys.py`, limits and
+budgets by `limits.py`; a new check is a module beside it, registered in `gateway/pipeline/__init__.py`.
 """
 
 from __future__ import annotations
@@ -17,5 +17,5 @@ class Admission(Protocol):
     before_body: bool
     """True: checked on the headers alone, before the body is read; False: once the request is routed."""
 
-    def admit(self, ctx: RequestContext) -> None:
+    async def admit(self, ctx: RequestContext) -> None:
         """Let the request in, or raise a ClientError that says why not."""

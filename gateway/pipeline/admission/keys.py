@@ -12,25 +12,29 @@ SHA-256 digest, so the time a lookup takes says nothing about how close a wrong 
 metrics, policies and captures see only a key's id: its name, or the first 8 hex digits of its SHA-256
 for an unnamed key.
 
-What a key may use (models, policies) is the config's `keys:` section, resolved into the routing table
-(`config.table.KeyAccess`), so it changes with a reload; `ClientKey` is who the caller is. `Keys` is the
-admission check: the first stage a request meets, before its body is read.
+Besides these, keys come from the config (`digest`, `secret_file`) and the admin API; all are resolved into a
+`Principal` (what the key may use, its team, limits and budget) by the registry (gateway/governance/registry.py).
+`ClientKey` is an entry of `NANOROUTE_API_KEYS` as parsed. `Keys` is the admission check: the first stage a
+request meets, before its body is read. Limits and budgets are checked later, once the request is routed
+(`limits.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.errors import AuthenticationFailed, ConfigError, NotFound
+from gateway.errors import AuthenticationFailed, ConfigError, NotFound, StorageUnavailable
+from gateway.governance.principal import Principal
+from gateway.governance.registry import Registry
+from gateway.governance.secrets import KEY_TEXT, MIN_KEY_CHARS, digest, short_id
 from gateway.pipeline.context import RequestContext
 
-MIN_KEY_CHARS = 16
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
-_KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space
+_KEY = KEY_TEXT
 _SCHEME = b"bearer "
 
 
@@ -43,13 +47,7 @@ class ClientKey:
     named: bool
 
 
-def digest(key: bytes) -> bytes:
-    return hashlib.sha256(key).digest()
-
-
-def key_id(key: str) -> str:
-    """The id of an unnamed key: a short hash, never the key."""
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
+key_id = short_id
 
 
 def presented(authorization: bytes | None, x_api_key: bytes | None, api_key: bytes | None) -> bytes | None:
@@ -109,40 +107,41 @@ def check_admin_key(secret: str | None) -> None:
 
 
 class KeyCheck:
-    """The client keys and the admin key of one gateway process."""
+    """Who is calling: a client key of the registry (any source), or the admin key."""
 
-    def __init__(self, keys: Iterable[tuple[ClientKey, str]], admin_key: str | None = None) -> None:
-        self._keys: dict[bytes, ClientKey] = {digest(secret.encode()): key for key, secret in keys}
-        self._admin = digest(admin_key.encode()) if admin_key else None
-
-    @classmethod
-    def from_settings(cls, entries: Iterable[str], admin_key: str | None) -> KeyCheck:
-        """Parse and check `NANOROUTE_API_KEYS` and `NANOROUTE_ADMIN_KEY`; raises ConfigError."""
+    def __init__(self, registry: Registry, admin_key: str | None = None) -> None:
         check_admin_key(admin_key)
-        return cls(parse_entries(entries), admin_key)
+        self.registry = registry
+        self._admin = digest(admin_key.encode()) if admin_key else None
 
     @property
     def open(self) -> bool:
-        return not self._keys
+        return self.registry.open
 
     @property
     def ids(self) -> frozenset[str]:
-        return frozenset(k.id for k in self._keys.values())
+        return self.registry.ids
 
-    def check(self, key: bytes | None) -> ClientKey | None:
-        """The caller's key (from `presented()`); None when the API is open. Raises AuthenticationFailed."""
-        if not self._keys:
+    def check(self, key: bytes | None) -> Principal | None:
+        """The caller's key (from `presented()`); None when the API is open. Raises AuthenticationFailed for
+        a missing, unknown or expired key."""
+        registry = self.registry
+        if registry.open:
             return None
         if key is None:
             raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer <key>'")
-        found = self._keys.get(digest(key))
+        found = registry.lookup(digest(key))
         if found is None:
+            if not registry.complete:  # it may be one the admin API made, in a store that cannot be read yet
+                raise StorageUnavailable("API keys cannot be checked now; try again later")
             raise AuthenticationFailed("Incorrect API key provided")
+        if found.expires_at is not None and time.time() >= found.expires_at:
+            raise AuthenticationFailed("This API key has expired")
         return found
 
-    def identify(self, key: bytes | None) -> ClientKey | None:
+    def identify(self, key: bytes | None) -> Principal | None:
         """The client key, or None when it is not one of ours (never raises)."""
-        return self._keys.get(digest(key)) if key else None
+        return self.registry.lookup(digest(key)) if key else None
 
     def check_admin(self, key: bytes | None) -> None:
         if self._admin is None:
@@ -159,7 +158,9 @@ class Keys:
     def __init__(self, keys: KeyCheck) -> None:
         self.keys = keys
 
-    def admit(self, ctx: RequestContext) -> None:
+    async def admit(self, ctx: RequestContext) -> None:
         h = ctx.headers
         key = self.keys.check(presented(h.authorization, h.x_api_key, h.api_key))
-        ctx.record.key_id = key.id if key is not None else None
+        if key is not None:
+            ctx.principal = key
+            ctx.record.key_id = key.id

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
 from gateway.errors import AuthenticationFailed, ConfigError, NotFound
-from gateway.pipeline.admission.keys import ClientKey, KeyCheck, key_id, parse_entries, presented
+from gateway.governance.registry import Registry
+from gateway.pipeline.admission.keys import KeyCheck, key_id, parse_entries, presented
+from gateway.store.sqlite import SqliteStore
 
 ONE, TWO = "sk-one-0123456789abcdef", "sk-two-0123456789abcdef"
 ADMIN = "admin-0123456789abcdef"
 
 
 def check(*entries: str, admin: str | None = None) -> KeyCheck:
-    return KeyCheck.from_settings(entries, admin)
+    """The keys of NANOROUTE_API_KEYS alone: a registry whose store (never opened) holds no admin keys."""
+    registry = Registry(((key.id, secret) for key, secret in parse_entries(entries)), SqliteStore(Path("unused.db")))
+    return KeyCheck(registry, admin)
+
+
+def identity(keys: KeyCheck, key: bytes) -> tuple[str, str] | None:
+    found = keys.check(key)
+    return None if found is None else (found.id, found.source)
 
 
 def test_key_id_is_a_short_hash_not_the_key() -> None:
@@ -32,16 +42,16 @@ def test_without_keys_the_api_is_open() -> None:
 def test_a_known_key_gives_its_id_and_a_named_one_its_name() -> None:
     keys = check(ONE, f"team-a={TWO}")
     assert not keys.open
-    assert keys.check(ONE.encode()) == ClientKey(key_id(ONE), named=False)
-    assert keys.check(TWO.encode()) == ClientKey("team-a", named=True)
+    assert identity(keys, ONE.encode()) == (key_id(ONE), "env")
+    assert identity(keys, TWO.encode()) == ("team-a", "env")
     assert keys.ids == {key_id(ONE), "team-a"}
 
 
 def test_a_named_key_may_hold_equals_signs() -> None:
     padded = "c2stYWJjZGVmZ2hpamtsbW5vcA=="  # base64 with its padding
     keys = check(f"svc={padded}", "mid=abcdefgh=ijklmnop=")
-    assert keys.check(padded.encode()) == ClientKey("svc", named=True)
-    assert keys.check(b"abcdefgh=ijklmnop=") == ClientKey("mid", named=True)
+    assert identity(keys, padded.encode()) == ("svc", "env")
+    assert identity(keys, b"abcdefgh=ijklmnop=") == ("mid", "env")
     with pytest.raises(AuthenticationFailed):
         keys.check(b"=")
 
