@@ -40,6 +40,12 @@ def test_helm_runs_the_real_engine() -> None:
     ({"vllm": {"enabled": True, "lora": {"enabled": True, "maxLoraRank": 12}}}, "/vllm/lora/maxLoraRank"),
     ({"vllm": {"enabled": True, "gpuMemoryUtilization": 1.5}}, "/vllm/gpuMemoryUtilization"),
     ({"vllm": {"enabled": True, "homeSizeLimit": "lots"}}, "/vllm/homeSizeLimit"),
+    ({"redis": {"bundled": {"enabled": True, "replicas": 3}}}, "additional properties 'replicas' not allowed"),
+    ({"redis": {"bundled": {"enabled": True, "maxmemory": "200 MB"}}}, "/redis/bundled/maxmemory"),
+    ({"redis": {"bundled": {"enabled": True, "persistence": {"size": "2 GB"}}}}, "/redis/bundled/persistence/size"),
+    ({"redis": {"bundled": {"enabled": True, "auth": {"existingSecret": "Redis_Password"}}}},
+     "/redis/bundled/auth/existingSecret"),
+    ({"auth": {"keysSecret": "Client Keys"}}, "/auth/keysSecret"),
 ])
 def test_the_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], complaint: str) -> None:
     with pytest.raises(helm.HelmValuesError) as info:
@@ -57,6 +63,9 @@ def test_the_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any]
      "vllm.lora.modules needs vllm.lora.enabled"),
     ({"metrics": {"port": None}}, "set metrics.onApiPort: true"),
     ({"metrics": {"port": 8080}}, "must differ from the API port"),
+    ({"redis": {"url": "redis://redis:6379/0", "bundled": {"enabled": True}}},
+     "redis.bundled.enabled runs a Redis for the gateway, and redis.url or redis.existingSecret names another"),
+    ({"redis": {"existingSecret": "nanoroute-redis", "bundled": {"enabled": True}}}, "give one, not both"),
 ])
 def test_contradicting_values_stop_the_install(chart: helm.Chart, values: dict[str, Any], complaint: str) -> None:
     chart.validate_schema(values)

@@ -109,6 +109,20 @@ def test_redis_is_optional_and_passed_as_one_url(chart: helm.Chart, values: dict
     assert env_of(render(chart, values).gateway).get("NANOROUTE_REDIS_URL") == expected
 
 
+def test_client_keys_from_a_secret_are_mounted_for_the_configs_secret_files(chart: helm.Chart) -> None:
+    rendered = render(chart, {"auth": {"keysSecret": "nanoroute-keys"}})
+    mounts = {m["name"]: m for m in container(rendered.gateway)["volumeMounts"]}
+    assert mounts["keys"] == {"name": "keys", "mountPath": "/etc/nanoroute/keys", "readOnly": True}  # no subPath
+    assert mounts["config"] == {"name": "config", "mountPath": "/etc/nanoroute", "readOnly": True}
+    volume = next(v for v in pod(rendered.gateway)["volumes"] if v["name"] == "keys")
+    assert volume == {"name": "keys", "secret": {"secretName": "nanoroute-keys"}}
+    assert "WARNING: no client keys" not in rendered.notes  # the config's keys name those files
+    assert "secret_file: /etc/nanoroute/keys/<key>" in rendered.notes
+    default = render(chart).gateway
+    assert "keys" not in {v["name"] for v in pod(default)["volumes"]}
+    assert "keys" not in {m["name"] for m in container(default)["volumeMounts"]}
+
+
 def test_the_data_dir_is_a_writable_volume_an_empty_dir_by_default(chart: helm.Chart) -> None:
     """Captures (policies with `capture:`) need a writable NANOROUTE_DATA_DIR: the root is read-only."""
     deployment = render(chart).gateway

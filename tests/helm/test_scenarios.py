@@ -40,7 +40,7 @@ CASES = [pytest.param(None, id="defaults"),
 def test_the_scenarios_are_there() -> None:
     names = {p.name for p in SCENARIOS}
     assert {"minimal-values.yaml", "vllm-values.yaml", "monitoring-values.yaml",
-            "existing-secret-values.yaml", "adapters-values.yaml"} <= names
+            "existing-secret-values.yaml", "adapters-values.yaml", "redis-values.yaml"} <= names
 
 
 @pytest.fixture(params=CASES)
@@ -81,18 +81,21 @@ def test_every_object_is_labelled_and_namespaced(scenario: tuple[dict[str, Any],
     assert len(names) == len(set(names)), "two objects of one kind share a name"
 
 
-def test_each_service_selects_the_pods_of_one_deployment(scenario: tuple[dict[str, Any], Rendered]) -> None:
+def test_each_service_selects_the_pods_of_one_workload(scenario: tuple[dict[str, Any], Rendered]) -> None:
     _, rendered = scenario
+    workloads = [*rendered.all("Deployment"), *rendered.all("StatefulSet")]
     for service in rendered.all("Service"):
         selector = service["spec"]["selector"].items()
-        matched = [d for d in rendered.all("Deployment")
-                   if selector <= d["spec"]["template"]["metadata"]["labels"].items()]
+        matched = [w for w in workloads if selector <= w["spec"]["template"]["metadata"]["labels"].items()]
         assert len(matched) == 1, service["metadata"]["name"]
-        deployment = matched[0]
-        assert deployment["spec"]["selector"]["matchLabels"].items() <= \
-            deployment["spec"]["template"]["metadata"]["labels"].items()
-        ports = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        workload = matched[0]
+        assert workload["spec"]["selector"]["matchLabels"].items() <= \
+            workload["spec"]["template"]["metadata"]["labels"].items()
+        ports = {p["name"] for c in workload["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
+    for statefulset in rendered.all("StatefulSet"):  # its governing Service is one of the chart's
+        assert ("Service", statefulset["spec"]["serviceName"]) in \
+            {(o["kind"], o["metadata"]["name"]) for o in rendered.objects}
 
 
 def test_the_rendered_config_passes_nanoroute_check(scenario: tuple[dict[str, Any], Rendered],

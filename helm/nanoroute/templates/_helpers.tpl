@@ -157,6 +157,41 @@ in-cluster Service's, "some" when only some are, empty otherwise. Takes (dict "b
 {{- end }}
 
 {{/*
+The bundled Redis (redis.bundled.enabled): names, labels, and the URL the gateway reaches it at. With a
+password, the URL names $(REDIS_PASSWORD), which Kubernetes expands from the gateway's environment.
+*/}}
+{{- define "nanoroute.redis.fullname" -}}
+{{- printf "%s-redis" (include "nanoroute.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "nanoroute.redis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "nanoroute.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{- define "nanoroute.redis.labels" -}}
+{{ include "nanoroute.commonLabels" . }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{- define "nanoroute.redis.port" -}}
+6379
+{{- end }}
+
+{{- define "nanoroute.redis.url" -}}
+{{- $auth := ternary ":$(REDIS_PASSWORD)@" "" (ne .Values.redis.bundled.auth.existingSecret "") }}
+{{- printf "redis://%s%s:%s/0" $auth (include "nanoroute.redis.fullname" .) (include "nanoroute.redis.port" .) }}
+{{- end }}
+
+{{/*
+Whether the gateway has a Redis (the operator's or the bundled one): "true" or empty.
+*/}}
+{{- define "nanoroute.redis.enabled" -}}
+{{- if or .Values.redis.url .Values.redis.existingSecret .Values.redis.bundled.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
 The gateway config as rendered into the ConfigMap. String values go through `tpl`, so they may use the
 helpers above (the vLLM URL above all).
 */}}
@@ -204,6 +239,13 @@ writes in a folder of its own, named after the pod.
 */}}
 {{- define "nanoroute.data.shared" -}}
 {{- if or .Values.data.existingClaim .Values.data.volume }}true{{ end }}
+{{- end }}
+
+{{/*
+Where auth.keysSecret is mounted: the config's `keys:` entries name files in it (secret_file:).
+*/}}
+{{- define "nanoroute.keys.mountPath" -}}
+/etc/nanoroute/keys
 {{- end }}
 
 {{- define "nanoroute.adapters.mountPath" -}}
@@ -281,6 +323,9 @@ Checks across values that values.schema.json cannot express; a failure stops the
 {{- end }}
 {{- if and .Values.vllm.enabled .Values.vllm.lora.modules (not .Values.vllm.lora.enabled) }}
 {{- fail "vllm.lora.modules needs vllm.lora.enabled" }}
+{{- end }}
+{{- if and .Values.redis.bundled.enabled (or .Values.redis.url .Values.redis.existingSecret) }}
+{{- fail "redis.bundled.enabled runs a Redis for the gateway, and redis.url or redis.existingSecret names another: give one, not both" }}
 {{- end }}
 {{- if and .Values.adapterManifests .Values.existingAdapterManifestsConfigMap }}
 {{- fail "give adapterManifests or existingAdapterManifestsConfigMap, not both" }}
