@@ -203,10 +203,19 @@ policies:
 """
 
     def ask(self, text: str) -> str:
-        raw = self.client.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", messages=teacher.chat(text), temperature=0, max_tokens=MAX_TOKENS,
-            extra_headers={"X-Nanoroute-Task": TASK})
-        return raw.headers["x-nanoroute-model"]
+        def create() -> Any:
+            return self.client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=teacher.chat(text), temperature=0, max_tokens=MAX_TOKENS,
+                extra_headers={"X-Nanoroute-Task": TASK})
+
+        try:
+            raw = create()
+        except openai.APIConnectionError:
+            # The gateway closes a keep-alive connection idle for NANOROUTE_KEEP_ALIVE_S (5 s); a request sent on
+            # one just as it closes never reaches it ("Server disconnected without sending a response") and is
+            # safe to send again once, as the SDK's own retries (off here, to see every failure) would.
+            raw = create()
+        return raw.headers["x-nanoroute-model"]  # type: ignore[no-any-return]
 
     def send(self, tickets: list[dict[str, str]], concurrency: int = 8) -> list[str]:
         with ThreadPoolExecutor(concurrency) as pool:
