@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from gateway.config import costmap, schema
 from gateway.config import manifest as manifest_mod
 from gateway.config.redact import Redactor
+from gateway.config.secrets import KEY_TEXT, MIN_KEY_CHARS
 from gateway.config.table import (
     DIRECT,
     CaptureRoute,
@@ -35,7 +36,6 @@ from gateway.config.table import (
     RoutingTable,
 )
 from gateway.errors import ConfigError
-from gateway.governance.secrets import KEY_TEXT, MIN_KEY_CHARS
 
 Problems = list[tuple[str, str]]
 

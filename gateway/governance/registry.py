@@ -25,11 +25,11 @@ from collections.abc import Iterable
 from types import MappingProxyType
 
 from gateway.config import schema
+from gateway.config.secrets import digest, new_id, new_key
 from gateway.config.table import RoutingTable
 from gateway.errors import InvalidRequest, NotFound, StorageUnavailable
 from gateway.governance.principal import Principal, principal
 from gateway.governance.records import KeyCreate, KeyRecord, KeySettings, KeyUpdate
-from gateway.governance.secrets import digest, new_id, new_key
 from gateway.store.base import Store
 from gateway.tasks import Background
 

@@ -27,10 +27,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gateway.config.secrets import KEY_TEXT, MIN_KEY_CHARS, digest, short_id
 from gateway.errors import AuthenticationFailed, ConfigError, NotFound, StorageUnavailable
 from gateway.governance.principal import Principal
 from gateway.governance.registry import Registry
-from gateway.governance.secrets import KEY_TEXT, MIN_KEY_CHARS, digest, short_id
 from gateway.pipeline.context import RequestContext
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")

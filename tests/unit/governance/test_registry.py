@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from gateway.config.loader import load_text
+from gateway.config.secrets import PREFIX, digest
 from gateway.errors import InvalidRequest, NotFound
 from gateway.governance.counters import Scope
 from gateway.governance.records import KeyCreate, KeyUpdate
 from gateway.governance.registry import Registry
-from gateway.governance.secrets import PREFIX, digest
 from gateway.store.sqlite import SqliteStore
 
 ENV_KEY = "sk-env-0123456789abcdef"
