@@ -2,10 +2,12 @@
 # The gateway-overhead benchmark: Nanoroute (one worker pinned to CPU 1) against going direct to a fast
 # mock upstream, side by side with LiteLLM's proxy, with the shared peerbench harness.
 #
-#   bench/run.sh [nanoroute|nometrics|litellm|all] [extra run_peer.py args]
+#   bench/run.sh [nanoroute|nometrics|governed|governed-redis|litellm|all] [extra run_peer.py args]
 #
 # nanoroute: metrics and access log on (the defaults); nometrics: both off (the cost of observability);
-# litellm: LiteLLM's proxy on the same mock (installed into bench/.venv-litellm on first use).
+# governed: a client key with limits, a budget and a team (bench/governed.yaml.tmpl), in the embedded SQLite
+# store; governed-redis: the same in a redis-server started here (Debian's package); litellm: LiteLLM's
+# proxy on the same mock (installed into bench/.venv-litellm on first use).
 # Results (JSON and logs) go to bench/results/; docs/performance.md records the figures.
 # Elsewhere than in this checkout's .venv: PEERBENCH (the harness), PY (a Python with the gateway's
 # packages), NANOROUTE (the command that runs the gateway) and BENCH_OUT (where results go).
@@ -31,7 +33,7 @@ run_nanoroute() {  # name, then KEY=VALUE settings for the gateway
   local envs=()
   for kv in "$@"; do envs+=(--gateway-env "$kv"); done
   "$py" "$harness/run_peer.py" --name "$name" "${common[@]}" "${envs[@]}" \
-    --gateway-config "$root/bench/nanoroute.yaml.tmpl" \
+    --gateway-config "${config:-$root/bench/nanoroute.yaml.tmpl}" ${header:+-H "$header"} \
     --gateway-cmd "$nanoroute serve --config {config} --port {port}" \
     --out "$out/$name.json" "${extra[@]}" 2>"$out/$name.log"
 }
@@ -41,6 +43,22 @@ if [[ $which == nanoroute || $which == all ]]; then
 fi
 if [[ $which == nometrics || $which == all ]]; then
   run_nanoroute nanoroute-nometrics NANOROUTE_METRICS=false NANOROUTE_ACCESS_LOG=false NANOROUTE_LOG_LEVEL=warning
+fi
+if [[ $which == governed || $which == governed-redis || $which == all ]]; then
+  data=$(mktemp -d)
+  export config=$root/bench/governed.yaml.tmpl header="Authorization: Bearer sk-bench-governed-0123456789abcdef"
+  if [[ $which != governed-redis ]]; then
+    run_nanoroute nanoroute-governed NANOROUTE_ACCESS_LOG=true NANOROUTE_LOG_LEVEL=warning NANOROUTE_DATA_DIR="$data"
+  fi
+  if [[ $which != governed ]]; then
+    command -v redis-server >/dev/null || { echo "governed-redis needs redis-server (apt-get install redis-server)" >&2; exit 1; }
+    redis-server --port 18121 --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec --dir "$data" \
+      --daemonize yes --pidfile "$data/redis.pid" --logfile "$data/redis.log"
+    trap 'kill "$(cat "$data/redis.pid")" 2>/dev/null || true' EXIT
+    run_nanoroute nanoroute-governed-redis NANOROUTE_ACCESS_LOG=true NANOROUTE_LOG_LEVEL=warning \
+      NANOROUTE_DATA_DIR="$data" NANOROUTE_REDIS_URL=redis://127.0.0.1:18121/0
+  fi
+  unset config header
 fi
 if [[ $which == litellm || $which == all ]]; then
   venv=$root/bench/.venv-litellm

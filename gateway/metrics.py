@@ -114,7 +114,7 @@ class Metrics:
                              "governance.key_labels) and answering model, USD: the ledger's figures",
                              ["team", "key", "model"], registry=r)
         self.limited = Counter("nanoroute_limited", "Requests refused by a key's or team's limits, by reason: "
-                               "requests, tokens, in_flight, budget", ["team", "key", "reason"], registry=r)
+                               "requests, tokens, in_flight, budget, reserved", ["team", "key", "reason"], registry=r)
         self.governance_store_errors = Counter("nanoroute_governance_store_errors",
                                                "Store failures of governance, by operation (admit, settle, keys) and "
                                                "what was done (allowed, denied, retried)", ["operation", "action"],
@@ -145,6 +145,10 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def spent(self, team: str, key: str, model: str, usd: float) -> None:
+        """A governed key's spend, as the ledger charges it."""
+        self._child(self.spend, team, key, model).inc(usd)
 
     def observe(self, rec: RequestRecord) -> None:
         child = self._child

@@ -37,6 +37,7 @@ The maths both implementations follow is at the bottom (`sliding`, `fit_in`, `re
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,7 +51,8 @@ NANO = 1_000_000_000
 """Nano-dollars per dollar."""
 
 Period = Literal["day", "week", "month", "total"]
-Reason = Literal["requests", "tokens", "in_flight", "budget"]
+Reason = Literal["requests", "tokens", "in_flight", "budget", "reserved"]
+"""`budget`: spent; `reserved`: not spent, but taken by the reserves of requests in flight (which may return it)."""
 
 
 def nano(usd: float) -> int:
@@ -86,7 +88,14 @@ def period_end(period: Period, now: float) -> float | None:
 
 
 def ledger_day(now: float) -> str:
-    return dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
+    """The UTC date of `now`, `2026-12-02`: Unix time counts UTC days of 86,400 s each."""
+    return _day(math.floor(now / 86400.0))
+
+
+@functools.lru_cache(maxsize=8)
+def _day(index: int) -> str:
+    """Worked out once a day, though asked once a request."""
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=index)).isoformat()
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,12 +203,19 @@ class Counters(Protocol):
         """Check every scope, and count the request against each only when all admit it. Raises
         `StorageUnavailable` when the store cannot be reached or fails (nothing counted)."""
 
+    async def admit_many(self, asks: Sequence[Ask]) -> list[Verdict]:
+        """`admit` for each ask in turn, in one round trip: each sees the ones before it counted."""
+
     async def settle(self, settlement: Settlement) -> None:
         """Release the request's hold, correct its tokens, add its cost to each scope's period, and add it to
         the ledger. Raises `StorageUnavailable`; the caller keeps it and tries again."""
 
     async def record(self, entry: LedgerEntry) -> None:
         """Add a request that was not admitted through `admit` (an ungoverned key) to the ledger alone."""
+
+    async def settle_many(self, items: Sequence[Settlement | LedgerEntry]) -> None:
+        """`settle` each settlement and `record` each ledger entry, in one round trip. Raises `StorageUnavailable`
+        (then none was written, or for Redis possibly some: each is counted once however often it is sent)."""
 
     async def usage(self, scopes: Sequence[Scope], now: float) -> list[ScopeUsage]:
         """Each scope's counts now."""
@@ -282,16 +298,27 @@ def window(previous: int, current: int, elapsed: float, limit: int) -> Window:
 
 
 def refusal(scope: Scope, reading: Reading, ask: Ask, elapsed: float) -> Reason | None:
-    """Why `scope` refuses `ask` (requests, tokens, in_flight, budget: the first that does), or None."""
+    """Why `scope` refuses `ask` (requests, tokens, in_flight, budget, reserved: the first that does), or None."""
     if scope.rpm is not None and sliding(*reading.requests, elapsed) + 1 > scope.rpm:
         return "requests"
     if scope.tpm is not None and sliding(*reading.tokens, elapsed) + ask.tokens > scope.tpm:
         return "tokens"
     if scope.max_in_flight is not None and reading.in_flight >= scope.max_in_flight:
         return "in_flight"
-    if scope.budget_nusd is not None and reading.spent_nusd + reading.reserved_nusd >= scope.budget_nusd:
+    if scope.budget_nusd is not None and reading.spent_nusd >= scope.budget_nusd:
         return "budget"
+    if scope.budget_nusd is not None and reading.spent_nusd + reading.reserved_nusd >= scope.budget_nusd:
+        return "reserved"
     return None
+
+
+def counted(reading: Reading, ask: Ask) -> Reading:
+    """The reading once `ask` is admitted: what the next ask of the same batch sees."""
+    previous, current = reading.requests
+    tokens_previous, tokens_current = reading.tokens
+    return Reading(requests=(previous, current + 1), tokens=(tokens_previous, tokens_current + ask.tokens),
+                   in_flight=reading.in_flight + 1, spent_nusd=reading.spent_nusd,
+                   reserved_nusd=reading.reserved_nusd + ask.reserve_nusd)
 
 
 def judge(ask: Ask, readings: Sequence[Reading], elapsed: float) -> Verdict:
@@ -326,7 +353,7 @@ def verdict(ask: Ask, readings: Sequence[Reading], elapsed: float, refused: tupl
         retry = fit_in(*reading.requests, elapsed, 1, scope.rpm)
     elif reason == "tokens" and scope.tpm is not None:
         retry = fit_in(*reading.tokens, elapsed, ask.tokens, scope.tpm)
-    elif reason == "in_flight":
+    elif reason in ("in_flight", "reserved"):
         retry = IN_FLIGHT_RETRY_S
     return Verdict(admitted=False, scope=scope.id, reason=reason, retry_after_s=retry, requests=requests,
                    tokens=tokens)

@@ -1,12 +1,15 @@
 """`Governor`: the counters as the request path uses them, and what happens when their store fails.
 
-`admit` is awaited on the request path: one round trip (bounded by `admit_timeout_s`). `settle` and `record`
-return at once: the settlement is queued and written by background workers, so a request's answer never
-waits on it. A store that fails:
+`admit` is awaited on the request path: one round trip (bounded by `admit_timeout_s`), shared by the requests
+that asked while the previous one ran. `settle` returns at once: the settlement is queued and written by a
+background worker every `gather_s`, all that gathered in one call, so a request's answer never waits on it.
+A store that fails:
 
-- at admission: `on_store_error` decides (`allow`: the request goes on, uncounted; `deny`: 503). For
-  `retry_s` after a failure the store is not asked again, so requests do not each wait on a store that is
-  down; then the next request tries it, and the first that gets through ends the outage.
+- at admission (no answer within `admit_timeout_s`, a little longer than the store's own limits, so that its
+  own error comes first): `on_store_error` decides (`allow`: the request goes on, and is settled as it ends
+  like any other, so its cost is charged once the store is back; `deny`: 503). For `retry_s` after a failure
+  the store is not asked again, so requests do not each wait on a store that is down; then the next request
+  tries it, and the first that gets through ends the outage.
 - at settlement: the settlement waits in memory (at most `max_pending`; beyond that the oldest are dropped
   and logged) and is written once the store is back. Spend is not lost to an outage, only to a process that
   dies during one; its holds lapse by themselves at their deadline.
@@ -30,18 +33,24 @@ from gateway.tasks import Background
 log = logging.getLogger("nanoroute")
 
 LOG_EVERY_S = 60.0
+BATCH = 512
+"""The most settlements written in one call."""
 
 
 class Governor:
-    def __init__(self, counters: Counters, metrics: Metrics | None = None, *, admit_timeout_s: float = 1.0,
-                 retry_s: float = 1.0, workers: int = 4, max_pending: int = 100_000) -> None:
+    def __init__(self, counters: Counters, metrics: Metrics | None = None, *, admit_timeout_s: float = 2.5,
+                 retry_s: float = 1.0, workers: int = 1, gather_s: float = 0.02,
+                 max_pending: int = 100_000) -> None:
         self.counters = counters
         self.metrics = metrics
         self.admit_timeout_s = admit_timeout_s
         self.retry_s = retry_s
         self.max_pending = max_pending
+        self.gather_s = gather_s
         self._workers = workers
         self._queue: deque[Settlement | LedgerEntry] = deque()
+        self._asks: list[tuple[Ask, asyncio.Future[Verdict]]] = []
+        self._admitting = False
         self._ready = asyncio.Event()
         self._down_until = -math.inf
         self._logged_at = -math.inf
@@ -52,17 +61,44 @@ class Governor:
 
     async def admit(self, ask: Ask, deny_on_error: bool) -> Verdict | None:
         """The counters' verdict; None when the store failed and `deny_on_error` is False (the request goes on,
-        counted nowhere). Raises StorageUnavailable when it failed and `deny_on_error` is True."""
+        counted nowhere). Raises StorageUnavailable when it failed and `deny_on_error` is True.
+
+        Asks are sent in batches: one call to the counters at a time, with every ask that arrived while the one
+        before ran (`Counters.admit_many`), so that under load a round trip serves many requests."""
         if time.monotonic() < self._down_until:
             self._store_failed("admit", None, deny_on_error)
             return None
+        waiting: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        self._asks.append((ask, waiting))
+        if not self._admitting:
+            self._admitting = True
+            self._tasks.start(self._send_asks(), "admit")
         try:
-            async with asyncio.timeout(self.admit_timeout_s):
-                return await self.counters.admit(ask)
+            return await waiting
         except (StorageUnavailable, TimeoutError) as exc:
             self._down_until = time.monotonic() + self.retry_s
             self._store_failed("admit", exc, deny_on_error)
             return None
+
+    async def _send_asks(self) -> None:
+        try:
+            while self._asks:
+                batch, self._asks = self._asks, []
+                try:
+                    async with asyncio.timeout(self.admit_timeout_s):
+                        verdicts = await self.counters.admit_many([ask for ask, _ in batch])
+                except Exception as exc:  # the store's failure, or a bug: each waiter gets it
+                    for _, waiting in batch:
+                        if not waiting.done():
+                            waiting.set_exception(exc)
+                    continue
+                for (ask, waiting), verdict in zip(batch, verdicts, strict=True):
+                    if not waiting.done():
+                        waiting.set_result(verdict)
+                    elif verdict.admitted:  # its request went away meanwhile: release what it holds
+                        self.settle(Settlement(ask.request_id, ask.scopes, ask.tokens, 0, 0, ask.now, None))
+        finally:
+            self._admitting = False
 
     def _store_failed(self, operation: str, exc: BaseException | None, deny: bool) -> None:
         """Count and log a failure; raise StorageUnavailable when `deny`."""
@@ -108,16 +144,15 @@ class Governor:
             if not self._queue:
                 self._ready.clear()
                 await self._ready.wait()
+            await asyncio.sleep(self.gather_s)  # let more gather: one write for all of them
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH))]
+            if not batch:
                 continue
-            item = self._queue.popleft()
             self._busy += 1
             try:
-                if isinstance(item, Settlement):
-                    await self.counters.settle(item)
-                else:
-                    await self.counters.record(item)
+                await self.counters.settle_many(batch)
             except StorageUnavailable as exc:
-                self._queue.appendleft(item)  # written once the store is back
+                self._queue.extendleft(reversed(batch))  # written once the store is back
                 if self.metrics is not None:
                     self.metrics.governance_store_errors.labels("settle", "retried").inc()
                 self._log(f"settlements could not be written ({_why(exc)}); {len(self._queue)} wait in memory "

@@ -49,9 +49,11 @@ from gateway.governance.counters import (
 )
 from gateway.store.redis import RedisStore
 
+Call = tuple[str, list[str], list[str | int | float]]
+"""A script's text, keys and arguments, for `RedisStore.scripts`."""
 SEP = "\x1f"
 """Between a ledger field's parts: a key, team or model may not hold it."""
-_REASONS: tuple[Reason, ...] = ("requests", "tokens", "in_flight", "budget")
+_REASONS: tuple[Reason, ...] = ("requests", "tokens", "in_flight", "budget", "reserved")
 _KEYS_A_SCOPE = 8
 _ANSWERS_A_SCOPE = 7
 
@@ -93,7 +95,8 @@ for s = 0, n - 1 do
   if rpm and math.max(0.0, math.max(out[o + 1], 0) * weight + out[o + 2]) + 1 > rpm then status = 1
   elseif tpm and math.max(0.0, math.max(out[o + 3], 0) * weight + out[o + 4]) + tokens > tpm then status = 2
   elseif cap and out[o + 5] >= cap then status = 3
-  elseif budget and out[o + 6] + out[o + 7] >= budget then status = 4 end
+  elseif budget and out[o + 6] >= budget then status = 4
+  elseif budget and out[o + 6] + out[o + 7] >= budget then status = 5 end
   if status > 0 then
     out[1], out[2] = status, s
     return out
@@ -180,6 +183,19 @@ class RedisCounters:
         self._root = f"{store.prefix}counters:"
 
     async def admit(self, ask: Ask) -> Verdict:
+        return (await self.admit_many([ask]))[0]
+
+    async def admit_many(self, asks: Sequence[Ask]) -> list[Verdict]:
+        """One script per ask, all in one pipeline: one round trip for the batch."""
+        answers = await self.store.scripts("count requests", [self._admit(ask) for ask in asks])
+        verdicts = []
+        for ask, (status, index, *counts) in zip(asks, answers, strict=True):
+            _, elapsed = window_at(ask.now)
+            readings = _readings(counts, len(ask.scopes))
+            verdicts.append(verdict(ask, readings, elapsed, None if status == 0 else (index, _REASONS[status - 1])))
+        return verdicts
+
+    def _admit(self, ask: Ask) -> Call:
         minute, elapsed = window_at(ask.now)
         keys: list[str] = []
         args: list[str | int | float] = [ask.now, elapsed, ask.tokens, ask.reserve_nusd, ask.deadline, ask.request_id,
@@ -188,35 +204,41 @@ class RedisCounters:
         for scope in ask.scopes:
             keys += self._scope_keys(scope, minute, ask.now)
             args += [_limit(scope.rpm), _limit(scope.tpm), _limit(scope.max_in_flight), _limit(scope.budget_nusd)]
-        answer = await self.store.script("count a request", _ADMIT, keys, args)
-        status, index, *counts = answer
-        readings = _readings(counts, len(ask.scopes))
-        return verdict(ask, readings, elapsed, None if status == 0 else (index, _REASONS[status - 1]))
+        return _ADMIT, keys, args
 
     async def settle(self, settlement: Settlement) -> None:
-        minute, _ = window_at(settlement.now)
-        now = settlement.now
+        await self.settle_many([settlement])
+
+    async def record(self, entry: LedgerEntry) -> None:
+        await self.settle_many([entry])
+
+    async def settle_many(self, items: Sequence[Settlement | LedgerEntry]) -> None:
+        """One script per item, all in one pipeline. Sent again after a failure, a settlement already written
+        counts once (its settled marker); a ledger entry alone would count twice, which only a lost answer
+        followed by a retry can cause."""
+        await self.store.scripts("settle requests", [self._settle(item) for item in items])
+
+    def _settle(self, item: Settlement | LedgerEntry) -> Call:
         keys: list[str] = []
+        if isinstance(item, LedgerEntry):
+            args: list[str | int | float] = ["", 0, 0, 0, 0]
+            self._add_ledger(item, keys, args)
+            return _SETTLE, keys, args
+        minute, _ = window_at(item.now)
+        now = item.now
         spent_ms: list[str | int | float] = []
-        for scope in settlement.scopes:
+        for scope in item.scopes:
             name = self._scope_keys(scope, minute, now)
             keys += [name[3], *name[4:]]
             until = spent_until(scope.period, now)
             spent_ms.append("" if until is None else max(1, math.ceil((until - now) * 1000)))
-        args: list[str | int | float] = [settlement.request_id, settlement.tokens_used - settlement.tokens_counted,
-                                         settlement.cost_nusd, _window_ms(minute, now), len(settlement.scopes),
-                                         *spent_ms]
-        if settlement.ledger is not None:
-            self._add_ledger(settlement.ledger, keys, args)
-        if settlement.scopes:
-            args.append(f"{self._root}settled:{settlement.request_id}")
-        await self.store.script("settle a request", _SETTLE, keys, args)
-
-    async def record(self, entry: LedgerEntry) -> None:
-        keys: list[str] = []
-        args: list[str | int | float] = ["", 0, 0, 0, 0]
-        self._add_ledger(entry, keys, args)
-        await self.store.script("add to the ledger", _SETTLE, keys, args)
+        args = [item.request_id, item.tokens_used - item.tokens_counted, item.cost_nusd, _window_ms(minute, now),
+                len(item.scopes), *spent_ms]
+        if item.ledger is not None:
+            self._add_ledger(item.ledger, keys, args)
+        if item.scopes:
+            args.append(f"{self._root}settled:{item.request_id}")
+        return _SETTLE, keys, args
 
     async def usage(self, scopes: Sequence[Scope], now: float) -> list[ScopeUsage]:
         minute, elapsed = window_at(now)

@@ -95,7 +95,7 @@ class Settle:
             entry = LedgerEntry(ledger_day(now), who.id, who.team or NO_LABEL, rec.model.name, rec.prompt_tokens or 0,
                                 rec.completion_tokens or 0, nano(rec.cost_usd or 0.0))
             if self.metrics is not None and rec.cost_usd:
-                self.metrics.spend.labels(who.team_label, who.key_label, rec.model.name).inc(rec.cost_usd)
+                self.metrics.spent(who.team_label, who.key_label, rec.model.name, rec.cost_usd)
         if ask is not None:
             used = (rec.prompt_tokens or 0) + (rec.completion_tokens or 0)
             self.governor.settle(Settlement(ask.request_id, ask.scopes, ask.tokens, used,

@@ -42,7 +42,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from gateway.errors import StorageUnavailable
@@ -187,12 +187,37 @@ class RedisStore:
         and whether it ran is unknown. Keys are full names: build them under `prefix`. Errors as every call's,
         `doing` saying what failed."""
         async def run(client: aioredis.Redis) -> Any:
-            script = self._scripts.get(text)
-            if script is None:  # its SHA1 computed once; the text stays client-side until NOSCRIPT asks for it
-                script = self._scripts[text] = client.register_script(text)
-            return await script(keys, args, client=client)
+            self._sha(client, text)  # its SHA1 computed once; the text stays client-side until NOSCRIPT asks for it
+            return await self._scripts[text](keys, args, client=client)
 
         return await self._call(doing, run, once=True)
+
+    async def scripts(self, doing: str, calls: Sequence[tuple[str, Sequence[str], Sequence[str | bytes | int | float]]],
+                      ) -> list[Any]:
+        """`script` for each (text, keys, args), in one round trip (a pipeline, not a transaction: each script is
+        atomic on its own), their answers in order. A script Redis does not know yet (NOSCRIPT: it did not run)
+        is loaded and sent again, alone; any other error raises `StorageUnavailable` for the whole call."""
+        async def run(client: aioredis.Redis) -> list[Any]:
+            shas = [self._sha(client, text) for text, _, _ in calls]
+            pipe = client.pipeline(transaction=False)
+            for sha, (_, keys, args) in zip(shas, calls, strict=True):
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            answers: list[Any] = await pipe.execute(raise_on_error=False)
+            for i, answer in enumerate(answers):
+                if isinstance(answer, NoScriptError):
+                    text, keys, args = calls[i]
+                    answers[i] = await self._scripts[text](keys, args, client=client)
+                elif isinstance(answer, Exception):
+                    raise answer
+            return answers
+
+        return await self._call(doing, run, once=True)
+
+    def _sha(self, client: aioredis.Redis, text: str) -> str:
+        script = self._scripts.get(text)
+        if script is None:
+            script = self._scripts[text] = client.register_script(text)
+        return str(script.sha)
 
     def _pool(self, retries: int) -> aioredis.Redis:
         # Maintenance notifications (Redis Enterprise's, on by default as "auto" with RESP3) are off: while they

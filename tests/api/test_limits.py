@@ -108,9 +108,9 @@ def test_requests_per_minute_send_openais_headers_then_429_with_retry_after(setu
 
 def test_tokens_per_minute_count_the_expected_output_then_the_real_usage(setup: Setup) -> None:
     setup.up.delay_s = 0.5
-    setup.start(f"  limited: {{digest: {digest(KEY)}, limits: {{tpm: 100}}}}")
-    # Each is counted at admission as its prompt (~8 tokens) and max_tokens (40): while the first two run, a
-    # third does not fit in 100.
+    setup.start(f"  limited: {{digest: {digest(KEY)}, limits: {{tpm: 150}}}}")
+    # Each is counted at admission as its prompt (its 80-byte body / 4: 20 tokens) and max_tokens (40): while
+    # the first two run, a third does not fit in 150.
     answers: list[httpx.Response] = []
     threads = [threading.Thread(target=lambda: answers.append(setup.post(max_tokens=40))) for _ in range(3)]
     for t in threads:
@@ -121,7 +121,7 @@ def test_tokens_per_minute_count_the_expected_output_then_the_real_usage(setup: 
     assert sorted(r.status_code for r in answers) == [200, 200, 429]
     refused = next(r for r in answers if r.status_code == 429)
     assert refused.json()["error"]["type"] == "tokens"
-    assert refused.headers["x-ratelimit-limit-tokens"] == "100"
+    assert refused.headers["x-ratelimit-limit-tokens"] == "150"
     # Once settled, each counts its real 12 tokens: room again.
     setup.settled()
     assert setup.usage().tokens == pytest.approx(24, abs=1)
@@ -147,8 +147,9 @@ def test_requests_at_once_are_capped_and_a_hold_is_released_when_the_request_end
 def test_a_spent_budget_is_insufficient_quota_until_the_period_ends(setup: Setup) -> None:
     setup.start(f"  limited: {{digest: {digest(KEY)}, budget: {{usd: 0.003, period: day}}}}")
     sdk = setup.sdk()
-    for _ in range(3):  # each reserves ~$0.0013 and spends $0.0012: the third starts below $0.003
+    for _ in range(3):  # each spends $0.0012: the third starts at $0.0024, below $0.003
         sdk.chat.completions.create(model="small", messages=HI, max_tokens=5)  # type: ignore[arg-type]
+        setup.settled()
     with pytest.raises(openai.RateLimitError) as info:
         sdk.chat.completions.create(model="small", messages=HI, max_tokens=5)  # type: ignore[arg-type]
     assert (info.value.code, info.value.type) == ("insufficient_quota", "insufficient_quota")

@@ -3,12 +3,14 @@
 Runs once the request is routed, for keys that have limits or a budget (`Principal.scopes`); for the others
 it does nothing. One call to the counters (gateway/governance/counters.py) checks and counts every scope at
 once: requests and tokens per minute, requests at once, and the budget, for which the request reserves its
-expected cost (the prompt as counted, and `max_tokens` or the expected output, at the price of the dearest
-model of its chain). When the request ends, the `Settle` observer corrects its tokens and charges its real cost.
+expected cost (the prompt as the router counted it, or its body's bytes / 4, and `max_tokens` or the expected
+output, at the price of the dearest model of its chain). When the request ends, the `Settle` observer
+corrects its tokens and charges its real cost.
 
 Refused: 429 `rate_limit_exceeded` (type `requests` or `tokens`) with `Retry-After`, or 429
-`insufficient_quota` for a spent budget. A key with a requests or tokens limit gets OpenAI's `x-ratelimit-*`
-headers on every answer, refused or not.
+`insufficient_quota` for a spent budget. A budget not spent but taken by the reserves of requests in flight is
+a `rate_limit_exceeded` (retry in a second): those requests may cost less than they reserved. A key with a
+requests or tokens limit gets OpenAI's `x-ratelimit-*` headers on every answer, refused or not.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from gateway.governance.counters import Ask, Verdict, Window, nano, period_end
 from gateway.governance.governor import Governor
 from gateway.metrics import Metrics
 from gateway.pipeline.context import RequestContext
-from gateway.routing.estimate import output_tokens, prompt_tokens, usage_cost
+from gateway.routing.estimate import output_tokens, usage_cost
 
 HOLD_S = 900.0
 """How long a request's hold (its place in flight, its reserve) lasts if its process dies before settling:
@@ -41,14 +43,17 @@ class Limits:
             return
         req, decision, signals = ctx.request, ctx.decision, ctx.state.signals
         assert req is not None and decision is not None
-        prompt = prompt_tokens(req, signals)
+        # The router's count when the policy made one; else the body's bytes / 4, which tiktoken would cost
+        # tens of microseconds to refine and the settlement corrects anyway.
+        prompt = req.prompt_tokens if req.prompt_tokens is not None else len(req.raw) // 4
         output = output_tokens(req, decision.policy, signals) if ctx.op is not Operation.EMBEDDINGS else 0
         reserve = max((usage_cost(m, prompt, output) or 0.0 for m in decision.chain), default=0.0)
         now = time.time()
         ask = Ask(ctx.record.request_id, who.scopes, prompt + output, nano(reserve), now, now + HOLD_S)
         deny = ctx.state.table.config.governance.on_store_error == "deny"
         verdict = await self.governor.admit(ask, deny)
-        if verdict is None:
+        if verdict is None:  # the store failed, and on_store_error let it through: charged all the same as it ends
+            ctx.ask = ask
             return
         headers = limit_headers(verdict)
         ctx.record.limit_headers = headers
@@ -64,8 +69,8 @@ class Limits:
             raise QuotaExceeded(f"You exceeded {whose}'s budget for the {scope.period}"
                                 + ("" if end is None else "; it resets at the start of the next"),
                                 retry_after=None if end is None else end - now, limit_headers=headers)
-        what = {"requests": "requests per minute", "tokens": "tokens per minute",
-                "in_flight": "requests at once"}[verdict.reason or "requests"]
+        what = {"requests": "requests per minute", "tokens": "tokens per minute", "in_flight": "requests at once",
+                "reserved": "budget: what is left of it is reserved by requests in flight"}[verdict.reason or ""]
         wait = "" if verdict.retry_after_s is None else f" Please try again in {verdict.retry_after_s:.3g}s."
         raise RateLimited(f"Rate limit reached for {whose} on {what}.{wait}",
                           kind="tokens" if verdict.reason == "tokens" else "requests",
@@ -81,10 +86,13 @@ def limit_headers(verdict: Verdict) -> tuple[tuple[bytes, bytes], ...]:
     return tuple(out)
 
 
+_NAMES = {kind: tuple(f"x-ratelimit-{what}-{kind}".encode() for what in ("limit", "remaining", "reset"))
+          for kind in ("requests", "tokens")}
+
+
 def _window(kind: str, w: Window) -> list[tuple[bytes, bytes]]:
-    return [(f"x-ratelimit-limit-{kind}".encode(), str(w.limit).encode()),
-            (f"x-ratelimit-remaining-{kind}".encode(), str(w.remaining).encode()),
-            (f"x-ratelimit-reset-{kind}".encode(), duration(w.reset_s).encode())]
+    limit, remaining, reset = _NAMES[kind]
+    return [(limit, b"%d" % w.limit), (remaining, b"%d" % w.remaining), (reset, duration(w.reset_s).encode())]
 
 
 def duration(seconds: float) -> str:

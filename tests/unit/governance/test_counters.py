@@ -133,7 +133,10 @@ def test_judge_takes_the_first_scope_that_refuses_and_says_when_to_retry() -> No
 
     busy = Reading(requests=(0, 0), tokens=(0, 0), in_flight=2, spent_nusd=0, reserved_nusd=0)
     assert judge(ask, [fresh, busy], 15.0).retry_after_s == IN_FLIGHT_RETRY_S
-    spent = Reading(requests=(0, 0), tokens=(0, 0), in_flight=0, spent_nusd=60, reserved_nusd=40)
+    reserved = Reading(requests=(0, 0), tokens=(0, 0), in_flight=0, spent_nusd=60, reserved_nusd=40)
+    taken = judge(ask, [fresh, reserved], 15.0)  # not spent: requests in flight may leave some of it
+    assert (taken.reason, taken.retry_after_s) == ("reserved", IN_FLIGHT_RETRY_S)
+    spent = Reading(requests=(0, 0), tokens=(0, 0), in_flight=0, spent_nusd=100, reserved_nusd=0)
     broke = judge(ask, [fresh, spent], 15.0)
     assert (broke.reason, broke.retry_after_s) == ("budget", None)  # until the period ends
 
@@ -294,7 +297,7 @@ def test_a_budget_counts_spent_and_reserved(open_counters: OpenCounters) -> None
                 assert (await counters.admit(ask(f"r{i}", key, now=T0 + i, reserve=300))).admitted
             refused = await counters.admit(ask("r4", key, now=T0 + 5, reserve=300))
             assert (refused.admitted, refused.scope, refused.reason, refused.retry_after_s) == (
-                False, "key:a", "budget", None)
+                False, "key:a", "reserved", IN_FLIGHT_RETRY_S)  # 1200 reserved, nothing spent yet
             assert await counters.usage([key], T0 + 5) == [ScopeUsage(4.0, 0.0, 4, 0, 1200)]
             await counters.settle(settled("r0", key, now=T0 + 6, cost=50))  # the reserve goes, the cost is spent
             assert await counters.usage([key], T0 + 6) == [ScopeUsage(4.0, 0.0, 3, 50, 900)]
@@ -303,7 +306,8 @@ def test_a_budget_counts_spent_and_reserved(open_counters: OpenCounters) -> None
             for i in (1, 2, 3, 5):
                 await counters.settle(settled(f"r{i}", key, now=T0 + 9, cost=250))  # over their reserves
             assert await counters.usage([key], T0 + 9) == [ScopeUsage(5.0, 0.0, 0, 1050, 0)]
-            assert not (await counters.admit(ask("r7", key, now=T0 + 10, reserve=300))).admitted  # spent alone
+            broke = await counters.admit(ask("r7", key, now=T0 + 10, reserve=300))
+            assert (broke.admitted, broke.reason, broke.retry_after_s) == (False, "budget", None)  # spent alone
             tomorrow = T0 + 86400
             assert await counters.usage([key], tomorrow) == [ScopeUsage(0.0, 0.0, 0, 0, 0)]
             assert (await counters.admit(ask("r8", key, now=tomorrow, reserve=300))).admitted
@@ -408,7 +412,7 @@ def test_concurrent_admits_reserve_no_more_than_the_budget_allows(open_counters:
             verdicts = await asyncio.gather(*(opened[i % processes].admit(ask(f"r{i}", key, now=T0, reserve=100))
                                               for i in range(50)))
             assert sum(v.admitted for v in verdicts) == 10
-            assert {v.reason for v in verdicts if not v.admitted} == {"budget"}
+            assert {v.reason for v in verdicts if not v.admitted} == {"reserved"}
             assert await opened[0].usage([key], T0) == [ScopeUsage(10.0, 0.0, 10, 0, 1000)]
 
     asyncio.run(run())
@@ -425,5 +429,34 @@ def test_concurrent_admits_keep_to_the_rpm(open_counters: OpenCounters, processe
                                               for i in range(50)))
             assert sum(v.admitted for v in verdicts) == 17
             assert sorted(v.requests.remaining for v in verdicts if v.admitted and v.requests) == list(range(17))
+
+    asyncio.run(run())
+
+
+def test_a_batch_counts_each_ask_as_if_it_came_alone(open_counters: OpenCounters) -> None:
+    key, team = Scope("key:a", rpm=5, max_in_flight=4), Scope("team:t", budget_nusd=100)
+
+    async def run() -> None:
+        async with open_counters() as counters:
+            asks = [ask(f"r{i}", key, team, now=T0 + 1 + i / 100, tokens=3, reserve=30) for i in range(6)]
+            verdicts = await counters.admit_many(asks)
+            # The team's budget admits while spent + reserved < 100: 4 reserves of 30; the key's cap is also 4.
+            assert [v.admitted for v in verdicts] == [True, True, True, True, False, False]
+            assert [v.requests.remaining for v in verdicts if v.requests] == [4, 3, 2, 1, 1, 1]
+            assert {v.reason for v in verdicts[4:]} == {"in_flight"}
+            [k, t] = await counters.usage([key, team], T0 + 2)
+            assert (k.requests, k.tokens, k.in_flight, t.reserved_nusd) == (4, 12, 4, 120)
+            await counters.settle_many([
+                settled("r0", key, team, now=T0 + 3, counted=3, used=10, cost=25,
+                        ledger=LedgerEntry("2026-03-02", "a", "t", "gpt", 6, 4, 25)),
+                settled("r1", key, team, now=T0 + 3, counted=3, used=1, cost=5,
+                        ledger=LedgerEntry("2026-03-02", "a", "t", "gpt", 1, 0, 5)),
+                LedgerEntry("2026-03-02", "b", "-", "gpt", 2, 2, 2),
+            ])
+            [k, t] = await counters.usage([key, team], T0 + 4)
+            assert (k.tokens, k.in_flight, t.spent_nusd, t.reserved_nusd) == (12 + 7 - 2, 2, 30, 60)
+            assert await counters.spend("2026-03-02", "2026-03-02") == [
+                LedgerEntry("2026-03-02", "a", "t", "gpt", 7, 4, 30, requests=2),
+                LedgerEntry("2026-03-02", "b", "-", "gpt", 2, 2, 2, requests=1)]
 
     asyncio.run(run())

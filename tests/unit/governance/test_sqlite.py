@@ -87,7 +87,7 @@ def test_a_failing_database_raises_storage_unavailable_and_counts_nothing(tmp_pa
             await counters.admit(Ask("r1", (KEY,), 1, 0, T0, T0 + 600))
             with contextlib.closing(sqlite3.connect(path)) as db:
                 db.execute("DROP TABLE governance_spent")
-            with pytest.raises(StorageUnavailable, match="failed to count a request") as raised:
+            with pytest.raises(StorageUnavailable, match="failed to count requests") as raised:
                 await counters.admit(Ask("r2", (KEY,), 1, 0, T0 + 1, T0 + 600))
             assert isinstance(raised.value.__cause__, sqlite3.Error)
             assert rows(path, "SELECT request_id FROM governance_hold") == [("r1",)]  # rolled back

@@ -340,3 +340,40 @@ def test_a_transaction_holds_the_write_lock_from_its_first_read(tmp_path: Path) 
         assert await added == 11
 
     with_store(SqliteStore(path), body)
+
+
+def test_a_quick_transaction_runs_on_the_loop_and_waits_for_a_locked_file_off_it(tmp_path: Path) -> None:
+    """Free, the file takes the job on the event loop's thread; locked by another process, the job goes to the
+    worker thread, which waits for the lock while the loop goes on serving."""
+    import threading
+
+    path = tmp_path / "state.db"
+
+    def job(db: sqlite3.Connection) -> str:
+        db.execute("CREATE TABLE IF NOT EXISTS t (v INTEGER)")
+        db.execute("INSERT INTO t VALUES (1)")
+        return threading.current_thread().name
+
+    async def body(store: SqliteStore) -> None:
+        assert await store.quick_transaction("write", job) == threading.current_thread().name
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticking = asyncio.create_task(tick())
+        asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+        thread = await store.quick_transaction("write", job)
+        ticking.cancel()
+        other.close()
+        assert thread.startswith("nanoroute-store")
+        assert ticks >= 10  # the loop was not held while the lock was waited for
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            assert db.execute("SELECT COUNT(*) FROM t").fetchall() == [(2,)]
+
+    with_store(SqliteStore(path), body)
