@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ class Setup:
         self.servers, self.tmp_path = servers, tmp_path
         self.up = servers.upstream()
         self.base = ""
+        self.clients: list[openai.OpenAI | anthropic.Anthropic] = []
 
     def start(self, keys: str, extra: str = "", **settings: Any) -> str:
         settings.setdefault("data_dir", self.tmp_path / "data")
@@ -65,7 +67,9 @@ class Setup:
         return self.servers.app_of()
 
     def sdk(self, key: str = KEY) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base, api_key=key, max_retries=0)
+        client = openai.OpenAI(base_url=self.base, api_key=key, max_retries=0)
+        self.clients.append(client)
+        return client
 
     def post(self, key: str = KEY, **body: Any) -> httpx.Response:
         return httpx.post(f"{self.base}/chat/completions", json={"model": "small", "messages": HI, **body},
@@ -81,8 +85,11 @@ class Setup:
 
 
 @pytest.fixture
-def setup(servers: Servers, tmp_path: Path) -> Setup:
-    return Setup(servers, tmp_path)
+def setup(servers: Servers, tmp_path: Path) -> Iterator[Setup]:
+    made = Setup(servers, tmp_path)
+    yield made
+    for client in made.clients:  # their connections: closed here, not by the garbage collector in a later test
+        client.close()
 
 
 def test_requests_per_minute_send_openais_headers_then_429_with_retry_after(setup: Setup) -> None:
@@ -196,6 +203,7 @@ def test_a_stream_the_client_cancels_is_charged_for_what_it_was_sent(setup: Setu
 def test_the_messages_api_gets_the_same_limits_in_anthropics_envelope(setup: Setup) -> None:
     setup.start(f"  limited: {{digest: {digest(KEY)}, limits: {{rpm: 1}}}}")
     client = anthropic.Anthropic(base_url=setup.base.removesuffix("/v1"), api_key=KEY, max_retries=0)
+    setup.clients.append(client)
     client.messages.create(model="small", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
     # count_tokens is answered by the gateway and costs nothing: it is not counted.
     assert client.messages.count_tokens(model="small", messages=[{"role": "user", "content": "hi"}]).input_tokens > 0

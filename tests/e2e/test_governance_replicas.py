@@ -129,6 +129,13 @@ def wait_known(replicas: list[Replica], key: str, timeout_s: float = 5.0) -> Non
             time.sleep(0.05)
 
 
+def store_errors_allowed(replica: Replica) -> int:
+    """How many requests the replica let through because its store did not answer (on_store_error: allow)."""
+    text = httpx.get(f"{replica.base}/metrics", timeout=10).text
+    name = 'nanoroute_governance_store_errors_total{action="allowed",operation="admit"} '
+    return sum(int(float(line.removeprefix(name))) for line in text.splitlines() if line.startswith(name))
+
+
 def inside_one_window(needed_s: float) -> None:
     """The sliding window counts exactly within a fixed minute (docs/governance.md): start where `needed_s`
     still fits before the minute ends, so that the count is not the weighted estimate across two."""
@@ -140,7 +147,7 @@ def inside_one_window(needed_s: float) -> None:
 def test_a_key_with_60_requests_per_minute_gets_60_across_three_replicas(cluster: list[Replica]) -> None:
     _, key = create_key(cluster[0], limits={"rpm": 60})
     wait_known(cluster, key)
-    inside_one_window(25.0)
+    inside_one_window(40.0)
     codes: list[int] = []
     lock = threading.Lock()
 
@@ -151,8 +158,10 @@ def test_a_key_with_60_requests_per_minute_gets_60_across_three_replicas(cluster
 
     with ThreadPoolExecutor(24) as pool:
         list(pool.map(send, range(150)))
-    assert codes.count(200) == 60
-    assert codes.count(429) == 90
+    # Exactly 60, but for a request let through uncounted because the store did not answer in time
+    # (on_store_error: allow; on a loaded CI machine, an admission can wait past its 2.5 s).
+    let_through = sum(store_errors_allowed(r) for r in cluster)
+    assert 60 <= codes.count(200) <= 60 + let_through, (codes.count(200), let_through)
     assert set(codes) == {200, 429}
 
 
@@ -163,7 +172,10 @@ def test_a_budget_under_50_concurrent_clients_is_overshot_by_one_reservation_at_
     refused = threading.Event()
 
     def client(i: int) -> int:
-        sdk = openai.OpenAI(base_url=f"{cluster[i % 3].base}/v1", api_key=key, max_retries=0)
+        with openai.OpenAI(base_url=f"{cluster[i % 3].base}/v1", api_key=key, max_retries=0) as sdk:
+            return spend_until_refused(sdk)
+
+    def spend_until_refused(sdk: openai.OpenAI) -> int:
         served = 0
         while not refused.is_set():
             try:
