@@ -88,26 +88,35 @@ class Replica:
         return r.status_code
 
 
+def config_file(folder: Path, upstream_url: str, extra: str = "") -> Path:
+    """One model at the fake upstream, at PRICE, and `extra` (YAML) after it."""
+    config = folder / "config.yaml"
+    config.write_text(f"""
+backends:
+  b: {{type: openai, url: {upstream_url}}}
+models:
+  small: {{backend: b, price: {{input: {PRICE}, output: {PRICE}}}}}
+{extra}""")
+    return config
+
+
+def replica(folder: Path, config: Path, redis_url: str | None) -> Replica:
+    """A gateway of its own data folder, on Redis when `redis_url` is given, else on its embedded store."""
+    folder.mkdir()
+    env = {**os.environ, "NANOROUTE_ADMIN_KEY": ADMIN, "NANOROUTE_DATA_DIR": str(folder),
+           "NANOROUTE_ACCESS_LOG": "false", "NANOROUTE_RELOAD_INTERVAL_S": "0"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("NANOROUTE_REDIS_URL", None)
+    if redis_url is not None:
+        env["NANOROUTE_REDIS_URL"] = redis_url
+    return Replica(free_port(), folder, env, config)
+
+
 @pytest.fixture
 def cluster(servers: Servers, redis_server: RedisServer, tmp_path: Path) -> Iterator[list[Replica]]:
     up = servers.upstream(delay_s=0.05)
-    config = tmp_path / "config.yaml"
-    config.write_text(f"""
-backends:
-  b: {{type: openai, url: {up.url}}}
-models:
-  small: {{backend: b, price: {{input: {PRICE}, output: {PRICE}}}}}
-teams:
-  search: {{limits: {{rpm: 1000}}}}
-""")
-    replicas = []
-    for i in range(3):
-        data = tmp_path / f"replica-{i}"
-        data.mkdir()
-        env = {**os.environ, "NANOROUTE_REDIS_URL": redis_server.url, "NANOROUTE_ADMIN_KEY": ADMIN,
-               "NANOROUTE_DATA_DIR": str(data), "NANOROUTE_ACCESS_LOG": "false", "NANOROUTE_RELOAD_INTERVAL_S": "0"}
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        replicas.append(Replica(free_port(), data, env, config))
+    config = config_file(tmp_path, up.url, "teams:\n  search: {limits: {rpm: 1000}}\n")
+    replicas = [replica(tmp_path / f"replica-{i}", config, redis_server.url) for i in range(3)]
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(Replica.start, replicas))
     yield replicas
@@ -267,20 +276,7 @@ def test_redis_down_lets_limited_keys_through_and_counts_again_once_back(cluster
 def test_a_gateway_on_its_embedded_store_keeps_keys_and_spend_through_kill_9(servers: Servers,
                                                                                tmp_path: Path) -> None:
     up = servers.upstream()
-    config = tmp_path / "config.yaml"
-    config.write_text(f"""
-backends:
-  b: {{type: openai, url: {up.url}}}
-models:
-  small: {{backend: b, price: {{input: {PRICE}, output: {PRICE}}}}}
-""")
-    data = tmp_path / "alone"
-    data.mkdir()
-    env = {**os.environ, "NANOROUTE_ADMIN_KEY": ADMIN, "NANOROUTE_DATA_DIR": str(data),
-           "NANOROUTE_ACCESS_LOG": "false", "NANOROUTE_RELOAD_INTERVAL_S": "0"}
-    env.pop("NANOROUTE_REDIS_URL", None)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    alone = Replica(free_port(), data, env, config)
+    alone = replica(tmp_path / "alone", config_file(tmp_path, up.url), None)
     alone.start()
     try:
         key_id, key = create_key(alone, limits={"rpm": 3}, budget={"usd": 1, "period": "month"})

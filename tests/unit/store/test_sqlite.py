@@ -46,6 +46,24 @@ def other_connection(path: Path) -> Iterator[sqlite3.Connection]:
         yield db
 
 
+class Ticks:
+    """Counts the event loop's turns every 10 ms, while it runs: how long the loop went on serving."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            self.count += 1
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
 def rows(path: Path) -> list[tuple[str, str]]:
     with other_connection(path) as db:
         return sorted(db.execute("SELECT namespace, key FROM kv").fetchall())
@@ -202,28 +220,18 @@ def test_the_event_loop_runs_while_a_write_waits(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
 
     async def body(store: SqliteStore) -> None:
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticker = asyncio.create_task(tick())
+        ticks = Ticks()
         with other_connection(path) as other:
             other.execute("BEGIN IMMEDIATE")  # another process holds the write lock: the store's put must wait
             put = asyncio.create_task(store.put("responses", "k", b"new", None))
             get = asyncio.create_task(store.get("responses", "k"))  # queued behind the put on the worker
             await asyncio.sleep(0.3)  # if the put blocked the loop, this would not return before it failed
             assert not put.done() and not get.done()
-            assert ticks >= 10
+            assert ticks.count >= 10
             other.execute("COMMIT")
         await put
         assert await get == b"new"  # calls run in the order they were made: the read sees the write before it
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+        await ticks.stop()
 
     with_store(SqliteStore(path), body)
 
@@ -356,24 +364,14 @@ def test_a_quick_transaction_runs_on_the_loop_and_waits_for_a_locked_file_off_it
 
     async def body(store: SqliteStore) -> None:
         assert await store.quick_transaction("write", job) == threading.current_thread().name
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticking = asyncio.create_task(tick())
-        asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
-        thread = await store.quick_transaction("write", job)
-        ticking.cancel()
-        other.close()
-        assert thread.startswith("nanoroute-store")
-        assert ticks >= 10  # the loop was not held while the lock was waited for
-        with contextlib.closing(sqlite3.connect(path)) as db:
-            assert db.execute("SELECT COUNT(*) FROM t").fetchall() == [(2,)]
+        with other_connection(path) as other:
+            other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            ticks = Ticks()
+            asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+            thread = await store.quick_transaction("write", job)
+            await ticks.stop()
+            assert thread.startswith("nanoroute-store")
+            assert ticks.count >= 10  # the loop was not held while the lock was waited for
+            assert other.execute("SELECT COUNT(*) FROM t").fetchall() == [(2,)]
 
     with_store(SqliteStore(path), body)
