@@ -69,7 +69,8 @@ class Gateway:
         self.health = Health(m.circuit_open, m.replica_up, m.breaker_checks, m.in_flight)
         self.signals = Signals(exact_tokens=settings.exact_tokens)
         self.capture = Capture(build_sink(settings), m, settings.capture_queue, settings.capture_queue_bytes)
-        self.rollouts = Rollouts(self.signals, m if settings.metrics else None, store=self.store)
+        self.rollouts = Rollouts(self.signals, m if settings.metrics else None, store=self.store,
+                                 compared=self.capture.compared)
         self.turns = Turns(self.store, settings.responses_ttl_s) if settings.responses_store else None
         self.pipeline = pipeline.build(keys=self.auth, governor=self.governor, capture=self.capture,
                                        rollouts=self.rollouts, turns=self.turns,

@@ -5,6 +5,8 @@
     observer:     capture.offer(sample, rec)                  when the request ends: put_nowait, or drop and
                                                               count (the queue is bounded in records and bytes)
     task:         redact, encode and write each batch in a worker thread; count what was written and dropped
+    rollouts:     capture.compared(entry)                     a rollout scored an answer: the line is queued
+                                                              (bounded) and written in a worker thread
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import orjson
 
 from gateway.backends.base import Operation
 from gateway.capture.answer import from_stream, kept
-from gateway.capture.sink import FEEDBACK, Sink, task_set
+from gateway.capture.sink import COMPARISONS, FEEDBACK, Sink, task_set
 from gateway.config.redact import Redactor
 from gateway.errors import StorageUnavailable
 from gateway.record import MAX_KEPT_BYTES, Outcome, RequestRecord
@@ -70,6 +72,9 @@ class Capture:
         self._busy = False
         self._failed_since_log = 0
         self._last_log = -ERROR_LOG_INTERVAL_S
+        self._compared: list[bytes] = []
+        """Comparison lines waiting to be written (at most `queue_size`)."""
+        self._flushing = False
 
     # --- the request path -------------------------------------------------------------------------
 
@@ -113,6 +118,37 @@ class Capture:
             log.warning("capture: could not write feedback: %s", exc)
             raise StorageUnavailable("The feedback could not be stored; try again later") from None
 
+    # --- rollouts' comparisons ----------------------------------------------------------------------
+
+    def compared(self, entry: dict[str, Any]) -> None:
+        """Queue one comparison a rollout scored (its format is in docs/configuration.md; it holds no prompt
+        text) for the `comparisons` file set. Never waits and never raises: past the queue's size it is
+        dropped, and a write that fails is logged (once a minute at most), both counted."""
+        if len(self._compared) >= self._queue.maxsize:
+            self._dropped["queue_full"].inc()
+            return
+        try:
+            self._compared.append(orjson.dumps(entry) + b"\n")
+        except TypeError:
+            log.exception("capture: could not encode a comparison of request %s", entry.get("request_id"))
+            self._dropped["invalid"].inc()
+            return
+        if not self._flushing:
+            self._flushing = True
+            self._writer.start(self._flush_compared(), "comparisons")
+
+    async def _flush_compared(self) -> None:
+        try:
+            while self._compared:
+                lines, self._compared = self._compared, []
+                try:
+                    await asyncio.to_thread(self.sink.write, COMPARISONS, lines)
+                except Exception as exc:
+                    self._dropped["write_error"].inc(len(lines))
+                    self._log_failure(COMPARISONS, exc, len(lines))
+        finally:
+            self._flushing = False
+
     # --- the writer -------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -121,16 +157,18 @@ class Capture:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Write what is queued (for up to `grace_s`), then stop; what is left is dropped and counted."""
-        if not self._started:
+        if not self._started and not self._flushing:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        while (self._busy or not self._queue.empty()) and loop.time() < deadline:
+        while (self._busy or self._flushing or not self._queue.empty()) and loop.time() < deadline:
             await asyncio.sleep(0.01)
         await self._writer.stop()
         self._started = False
-        if self._queue.qsize():
-            self._dropped["shutdown"].inc(self._queue.qsize())
+        left = self._queue.qsize() + len(self._compared)
+        self._compared = []
+        if left:
+            self._dropped["shutdown"].inc(left)
         await asyncio.to_thread(self.sink.close)
 
     async def _run(self) -> None:
@@ -186,7 +224,7 @@ def encode(sample: Sample, rec: RequestRecord) -> bytes:
     assert rec.model is not None
     red = sample.redactor
     record = {
-        "ts": datetime.fromtimestamp(sample.at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "ts": stamp(sample.at),
         "request_id": rec.request_id,
         "task": rec.task,
         "policy": rec.policy,
@@ -204,3 +242,8 @@ def encode(sample: Sample, rec: RequestRecord) -> bytes:
         "client": rec.key_id,
     }
     return orjson.dumps(record) + b"\n"
+
+
+def stamp(at: float) -> str:
+    """A record's `ts`: the UTC time `at` (seconds since the epoch), to the millisecond."""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

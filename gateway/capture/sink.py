@@ -1,10 +1,12 @@
 """Where captures go: a `Sink` takes lines for a file set and keeps them.
 
-`LocalSink` (the default) appends JSONL files under one folder, one file set a task and one for feedback,
-each file created 0600 and each folder it makes 0700 (they hold prompts and answers):
+`LocalSink` (the default) appends JSONL files under one folder, one file set a task, one for feedback and
+one for rollouts' comparisons, each file created 0600 and each folder it makes 0700 (they hold prompts
+and answers):
 
     <capture dir>/tasks/<task>/<UTC time>-<pid>.jsonl     captured requests with their answers
     <capture dir>/feedback/<UTC time>-<pid>.jsonl         feedback, keyed by request id
+    <capture dir>/comparisons/<UTC time>-<pid>.jsonl      rollouts' scores of an answer, keyed by request id
 
 A file is closed once it passes `file_bytes`, and when a new one opens the oldest files of its set are
 deleted until the set fits `max_bytes`. Each process writes files of its own (the pid in the name), so
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from gateway.settings import Settings
 
 FEEDBACK = "feedback"
+COMPARISONS = "comparisons"
 
 
 def task_set(task: str) -> str:
@@ -39,8 +42,9 @@ def task_set(task: str) -> str:
 
 class Sink(Protocol):
     def write(self, file_set: str, lines: Sequence[bytes]) -> None:
-        """Keep `lines` (each ends with a newline) in `file_set`. Called from a worker thread, never
-        concurrently for one sink; raises OSError (or anything) when they could not be kept."""
+        """Keep `lines` (each ends with a newline) in `file_set`. Called from worker threads, possibly
+        several at once (captures, feedback, comparisons); raises OSError (or anything) when they could not
+        be kept."""
 
     def close(self) -> None: ...
 
@@ -59,7 +63,7 @@ class LocalSink:
         self.file_bytes = file_bytes
         self.max_bytes = max_bytes
         self._open: dict[str, _Open] = {}
-        self._lock = threading.Lock()  # captures and feedback may be written from two threads at once
+        self._lock = threading.Lock()  # captures, feedback and comparisons may be written at once
 
     def write(self, file_set: str, lines: Sequence[bytes]) -> None:
         data = b"".join(lines)

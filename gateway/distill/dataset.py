@@ -82,13 +82,25 @@ def feedback(capture_dir: Path) -> dict[Owner, dict[str, Any]]:
     return found
 
 
-def example(row: dict[str, Any]) -> dict[str, Any] | None:
-    """The SFT example of a captured request: its messages, then the answer; None when it has no answer."""
-    request, answer = row.get("request"), row.get("answer")
-    if not isinstance(request, dict) or not isinstance(answer, dict):
+def prompt(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A captured request's prompt: `{"messages": [...]}`, with its `"tools"` when it has some; None when it
+    has no messages."""
+    request = row.get("request")
+    if not isinstance(request, dict):
         return None
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        return None
+    out: dict[str, Any] = {"messages": messages}
+    if request.get("tools"):
+        out["tools"] = request["tools"]
+    return out
+
+
+def example(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The SFT example of a captured request: its messages, then the answer; None when it has no answer."""
+    asked, answer = prompt(row), row.get("answer")
+    if asked is None or not isinstance(answer, dict):
         return None
     reply: dict[str, Any] = {"role": "assistant"}
     if answer.get("content"):
@@ -97,15 +109,18 @@ def example(row: dict[str, Any]) -> dict[str, Any] | None:
         reply["tool_calls"] = answer["tool_calls"]
     if len(reply) == 1:
         return None
-    out: dict[str, Any] = {"messages": [*messages, reply]}
-    if request.get("tools"):
-        out["tools"] = request["tools"]
-    return out
+    return {**asked, "messages": [*asked["messages"], reply]}
 
 
 def prompt_key(ex: dict[str, Any]) -> str:
-    prompt = {"messages": ex["messages"][:-1], "tools": ex.get("tools")}
-    return hashlib.sha256(json.dumps(prompt, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """The key of an example's prompt: its messages but the answer, and its tools."""
+    return request_key({"messages": ex["messages"][:-1], "tools": ex.get("tools")})
+
+
+def request_key(asked: dict[str, Any]) -> str:
+    """The key of a prompt (`prompt`'s): a hash of its messages and tools, the same however it is spelled."""
+    found = {"messages": asked["messages"], "tools": asked.get("tools")}
+    return hashlib.sha256(json.dumps(found, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def held_out(key: str, seed: int, fraction: float) -> bool:

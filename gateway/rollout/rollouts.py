@@ -1,5 +1,6 @@
-"""`Rollouts`: every rollout of one gateway process: routing its requests, comparing answers off the path,
-and keeping its state in step with the store."""
+"""`Rollouts`: every rollout of one gateway process: routing its requests, comparing answers off the path
+(each comparison also handed to `compared`, which the gateway points at the capture's `comparisons` file
+set), and keeping its state in step with the store."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import orjson
 
 from gateway.backends.base import Attempt, Backend, Operation
 from gateway.capture.answer import from_reply, kept
+from gateway.capture.capture import stamp
 from gateway.config.table import ModelRoute, RoutingTable
 from gateway.distill.evaluate import (
     JUDGE_MAX_TOKENS,
@@ -82,6 +84,16 @@ def served_answer(rec: RequestRecord) -> str | None:
     return answer_text(answer[0]) if answer is not None else None
 
 
+def comparison(probe: Probe, rec: RequestRecord, score: float) -> dict[str, Any]:
+    """The record of one scored comparison (docs/configuration.md): the rolled-out model's answer to the
+    request `rec` served, scored against the policy's first choice's. No prompt text: the capture of the
+    same request (the same `client` and `request_id`) holds it, when the request was captured."""
+    st = probe.state
+    return {"ts": stamp(time.time()), "request_id": rec.request_id, "client": rec.key_id, "task": rec.task,
+            "policy": st.policy, "model": st.route.model.name, "reference": probe.incumbent.name, "score": score,
+            "evaluator": st.route.settings.evaluator, "stage": st.stage}
+
+
 class Rollouts:
     """Every rollout of one gateway process.
 
@@ -104,13 +116,18 @@ class Rollouts:
       config's changes made meanwhile are written to it then, the scores are not.
 
     Without a store, the state is this process's alone (as for a gateway of one process without its store).
+
+    `compared`, when given, receives each scored comparison as a record (`comparison`); it must neither
+    wait nor raise (`Capture.compared` queues it).
     """
 
     def __init__(self, signals: Signals, metrics: Metrics | None = None, *, store: Store | None = None,
-                 sync_s: float = SYNC_S, rng: Callable[[], float] = random.random) -> None:
+                 sync_s: float = SYNC_S, rng: Callable[[], float] = random.random,
+                 compared: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.signals = signals
         self.metrics = metrics
         self.store = store
+        self.compared = compared
         self.sync_s = sync_s
         self._rng = rng
         self._states: dict[str, RolloutState] = {}
@@ -251,7 +268,10 @@ class Rollouts:
         else:
             score = json_fields(expected, got, s.fields or None)
         self._count(st, "scored")
+        entry = comparison(probe, rec, score)  # the stage it was scored in, before the score moves it
         self.record(st, score, rec.task)
+        if self.compared is not None:
+            self.compared(entry)
 
     async def _judge(self, st: RolloutState, probe: Probe, expected: str, got: str, rec: RequestRecord) -> float | None:
         """The judge model's verdict on `got` against `expected` (1 PASS, 0 otherwise); None when the judge

@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from gateway.capture.sink import files_in
+from gateway.distill import routing
 from tests.api.support import Client, wait_until
 from tests.fakes.servers import Servers
 from tests.fakes.upstream import FakeUpstream
@@ -92,6 +94,38 @@ def test_a_model_that_agrees_is_promoted_and_one_that_stops_is_sent_back(servers
     assert 'nanoroute_rollout_transitions_total{model="small",policy="triage",stage="primary"} 1.0' in metrics
     assert 'nanoroute_rollout_comparisons_total{model="small",outcome="scored",policy="triage"}' in metrics
     assert 'nanoroute_route_decisions_total{model="small",policy="triage",reason="rollout"}' in metrics
+
+
+def test_each_comparison_is_recorded_for_the_routing_dataset(servers: Servers, client: Client,
+                                                             tmp_path: Path) -> None:
+    """A scored comparison is a line of the capture's `comparisons` file set, keyed by the request whose
+    answer it compared; with that request's capture, it makes a row of `nanoroute router dataset`."""
+    teacher, student = servers.upstream("teacher", answer="billing"), servers.upstream("student", answer="returns")
+    captured = config(teacher, student).replace("    rollout:", "    capture: {sample: 1.0}\n    rollout:")
+    base = servers.gateway(captured, admin_key=ADMIN_KEY, data_dir=tmp_path)
+    root = base.removesuffix("/v1")
+    for _ in range(3):
+        before = rollout(root)["scored_total"]
+        assert ask(client, base) == "large"
+        wait_until(lambda before=before: rollout(root)["scored_total"] > before)
+
+    def lines(file_set: str) -> list[dict[str, Any]]:
+        folder = tmp_path / "captures" / file_set
+        return [json.loads(line) for f in files_in(folder) for line in f.read_text().splitlines()]
+
+    wait_until(lambda: len(lines("comparisons")) == 3 and len(lines("tasks/triage")) == 3)
+    compared = lines("comparisons")
+    assert {r["request_id"] for r in compared} == {r["request_id"] for r in lines("tasks/triage")}
+    assert all(set(r) == {"ts", "request_id", "client", "task", "policy", "model", "reference", "score", "evaluator",
+                          "stage"} for r in compared)
+    assert {(r["task"], r["policy"], r["model"], r["reference"], r["score"], r["evaluator"], r["stage"], r["client"])
+            for r in compared} == {("triage", "triage", "small", "large", 0.0, "exact", "shadow", None)}
+
+    stats = routing.build(tmp_path / "captures", tmp_path / "routing.jsonl")
+    [row] = [json.loads(line) for line in (tmp_path / "routing.jsonl").read_text().splitlines()]
+    assert row["scores"] == {"large": 1.0, "small": 0.0}  # one prompt, asked three times
+    assert row["messages"] == [{"role": "user", "content": "I was charged twice"}]
+    assert stats["comparisons"] == {"read": 3, "joined": 3, "unmatched": 0, "invalid": 0}
 
 
 def test_the_measured_score_becomes_the_models_quality_for_other_policies(servers: Servers, client: Client,

@@ -200,3 +200,37 @@ def test_the_record_format() -> None:
     assert (row["answer"], row["finish_reason"]) == ({"role": "assistant", "content": "billing"}, "stop")
     assert row["usage"] == {"prompt_tokens": 7, "completion_tokens": 5}
     assert (row["latency_s"], row["ttft_s"], row["fallbacks"], row["client"]) == (0.25, 0.1, 0, "k1")
+
+
+def test_comparisons_are_written_to_their_file_set_off_the_path(tmp_path: Path) -> None:
+    cap, metrics = capture_for(tmp_path, queue=3)
+
+    async def run() -> None:
+        cap.start()
+        for i in range(5):  # queued at once: the queue takes 3
+            cap.compared({"request_id": f"r{i}", "score": 1.0})
+        await cap.stop()
+
+    asyncio.run(run())
+    rows = [json.loads(line) for f in files_in(tmp_path / "comparisons") for line in f.read_text().splitlines()]
+    assert rows == [{"request_id": f"r{i}", "score": 1.0} for i in range(3)]
+    assert counter(metrics, "nanoroute_capture_dropped_total", reason="queue_full") == 2
+
+
+def test_a_comparison_that_cannot_be_written_is_counted_never_raised(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics(CollectorRegistry())
+    sink = BrokenSink()
+    cap = Capture(sink, metrics, 100)
+
+    async def run() -> None:
+        for i in range(3):
+            cap.compared({"request_id": f"r{i}", "score": 0.0})
+            await asyncio.sleep(0.05)  # one write each
+        cap.compared({"request_id": "r4", "score": object()})  # not JSON: a bug, counted
+        await cap.stop()
+
+    asyncio.run(run())
+    assert sink.calls == 3
+    assert counter(metrics, "nanoroute_capture_dropped_total", reason="write_error") == 3
+    assert counter(metrics, "nanoroute_capture_dropped_total", reason="invalid") == 1
+    assert sum("No space left" in r.getMessage() for r in caplog.records) == 1  # once a minute

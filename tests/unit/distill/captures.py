@@ -24,16 +24,22 @@ def row(prompt: str, answer: str | None, *, request_id: str, model: str = "teach
 
 
 def write_captures(root: Path, rows: Sequence[dict[str, Any] | str], task: str = "triage", name: str = "a") -> None:
-    folder = root / "tasks" / task
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = [r if isinstance(r, str) else json.dumps(r) for r in rows]
-    (folder / f"20261125T000000000000Z-{name}.jsonl").write_text("".join(line + "\n" for line in lines))
+    write_set(root / "tasks" / task, rows, name)
 
 
 def write_feedback(root: Path, entries: list[dict[str, Any]]) -> None:
-    folder = root / "feedback"
+    write_set(root / "feedback", entries)
+
+
+def write_comparisons(root: Path, entries: Sequence[dict[str, Any] | str]) -> None:
+    write_set(root / "comparisons", entries)
+
+
+def write_set(folder: Path, entries: Sequence[dict[str, Any] | str], name: str = "1") -> None:
+    """One file of a file set, as the gateway writes it (a string is written as it is: a torn line)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "20261125T000000000000Z-1.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    lines = [e if isinstance(e, str) else json.dumps(e) for e in entries]
+    (folder / f"20261125T000000000000Z-{name}.jsonl").write_text("".join(line + "\n" for line in lines))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
