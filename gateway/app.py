@@ -18,6 +18,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +43,7 @@ from gateway.metrics import Metrics, multiprocess
 from gateway.pipeline.admission.keys import KeyCheck, parse_entries
 from gateway.pipeline.context import Message, Receive, Scope, Send, Snapshot
 from gateway.pipeline.ingress import request_id
+from gateway.predictions import Predictions
 from gateway.reliability.health import Health
 from gateway.rollout import Rollouts
 from gateway.routing.signals import Signals
@@ -69,11 +71,12 @@ class Gateway:
         self.health = Health(m.circuit_open, m.replica_up, m.breaker_checks, m.in_flight)
         self.signals = Signals(exact_tokens=settings.exact_tokens)
         self.capture = Capture(build_sink(settings), m, settings.capture_queue, settings.capture_queue_bytes)
+        self.predictions = Predictions(m if settings.metrics else None)
         self.rollouts = Rollouts(self.signals, m if settings.metrics else None, store=self.store,
-                                 compared=self.capture.compared)
+                                 compared=self._compared)
         self.turns = Turns(self.store, settings.responses_ttl_s) if settings.responses_store else None
         self.pipeline = pipeline.build(keys=self.auth, governor=self.governor, capture=self.capture,
-                                       rollouts=self.rollouts, turns=self.turns,
+                                       rollouts=self.rollouts, turns=self.turns, predictions=self.predictions,
                                        metrics=m if settings.metrics else None, access_log=settings.access_log)
         self._vllm_hooks = VllmHooks(queue_wait=self._queue_wait, adapter_load=self._adapter_load)
         self._first = table
@@ -84,6 +87,13 @@ class Gateway:
         self.openapi = b""
         """`/openapi.json`, built once with the API (`api/openapi.py`)."""
         self.api = _build_api(self)
+
+    def _compared(self, comparison: dict[str, Any]) -> None:
+        """A rollout's scored comparison: written for `nanoroute router dataset`, and met with the router's
+        prediction when a `learned` policy routed the request."""
+        self.capture.compared(comparison)
+        self.predictions.compared(comparison["request_id"], comparison["client"], comparison["model"],
+                                  comparison["score"])
 
     def _queue_wait(self, backend: str, seconds: float) -> None:
         self.signals.set_queue_wait(backend, seconds)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.distill import commands as distill
+from gateway.distill import routing
 from gateway.errors import ConfigError
 from gateway.governance import cli as governance
+from gateway.learned import commands as learned
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,11 +44,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     distill.add_parser(sub)  # `nanoroute distill export|train|eval`: gateway/distill/commands.py
     governance.add_parser(sub)  # `nanoroute keys ...`, `nanoroute spend`: gateway/governance/cli.py
 
+    router = sub.add_parser("router", help="the learned per-prompt router: data, train, evaluate (docs/router.md)")
+    steps = router.add_subparsers(dest="step", required=True)
+    routing.add_dataset_arguments(steps.add_parser(
+        "dataset", help="a routing dataset from captures, rollout comparisons and feedback"))
+    learned.add_train_arguments(steps.add_parser("train", help="train a router artifact on a routing dataset"))
+    learned.add_eval_arguments(steps.add_parser("eval", help="a router's APGR and CPT on held-out prompts"))
+
     args = parser.parse_args(argv)
     if args.command == "distill":
         return distill.run(args)
     if args.command in governance.COMMANDS:
         return governance.run(args)
+    if args.command == "router":
+        run = {"dataset": routing.run_dataset, "train": learned.run_train, "eval": learned.run_eval}[args.step]
+        return run(args)
     if args.command == "check":
         return _check(args.file)
     if args.command == "adapters":

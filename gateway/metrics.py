@@ -31,6 +31,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 20, 40)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+QUALITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -122,6 +123,18 @@ class Metrics:
         self.governance_pending = Gauge("nanoroute_governance_pending_settlements",
                                         "Ended requests whose counts wait for the store to be written",
                                         multiprocess_mode="livesum", registry=r)
+        self.router_predicted = Histogram("nanoroute_router_predicted_quality",
+                                          "`learned` policies: the predicted score of the model that answered",
+                                          ["policy", "model"], buckets=QUALITY_BUCKETS, registry=r)
+        self.router_observed = Counter("nanoroute_router_quality_observed",
+                                       "`learned` policies: the sum of observed scores (feedback, rollout comparisons)"
+                                       " of answers the router predicted", ["policy", "model", "source"], registry=r)
+        self.router_expected = Counter("nanoroute_router_quality_predicted",
+                                       "`learned` policies: the sum of the predicted scores of the same answers",
+                                       ["policy", "model", "source"], registry=r)
+        self.router_samples = Counter("nanoroute_router_quality_samples",
+                                      "`learned` policies: answers with both a predicted and an observed score",
+                                      ["policy", "model", "source"], registry=r)
         self._version: str | None = None
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -145,6 +158,15 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def predicted(self, policy: str, model: str, score: float) -> None:
+        self._child(self.router_predicted, policy, model).observe(score)
+
+    def compared(self, policy: str, model: str, source: str, predicted: float, observed: float) -> None:
+        """An observed score of an answer whose score a `learned` policy's router predicted."""
+        self._child(self.router_samples, policy, model, source).inc()
+        self._child(self.router_expected, policy, model, source).inc(predicted)
+        self._child(self.router_observed, policy, model, source).inc(observed)
 
     def spent(self, team: str, key: str, model: str, usd: float) -> None:
         """A governed key's spend, as the ledger charges it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -10,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.api.deps import admin, gateway, presented_key
 from gateway.backends.base import Operation
-from gateway.config.table import ModelRoute
+from gateway.config.table import LearnedRoute, ModelRoute
 from gateway.errors import ConfigError, InvalidRequest
 from gateway.routing.decide import Candidate, explain
 from gateway.routing.request import parse_request
@@ -110,6 +111,20 @@ async def explain_route(request: Request) -> dict[str, Any]:
         "candidates": [_candidate(c) for c in out.candidates],
         "choice": d.chain[0].name,
         "chain": [m.name for m in d.chain],
+        **({"learned": _learned(d.route.learned)} if d.route is not None and d.route.learned is not None else {}),
+    }
+
+
+def _learned(learned: LearnedRoute) -> dict[str, Any]:
+    """A `learned` policy's router and the threshold calibrated for it, with what it gave on held-out rows."""
+    t = learned.threshold
+    return {
+        "router": str(learned.router.path),
+        "version": learned.router.version,
+        "threshold": None if math.isinf(t.value) else round(t.value, 6),
+        "rule": "the cheapest candidate whose predicted quality reaches the threshold, else the dearest",
+        "heldout": {"rows": t.rows, "quality": round(t.quality, 4),
+                    "shares": {m: round(s, 4) for m, s in zip(learned.order, t.shares, strict=True)}},
     }
 
 
@@ -120,6 +135,7 @@ def _candidate(c: Candidate) -> dict[str, Any]:
         "eligible": not c.failed,
         "failed": list(c.failed),
         "quality": c.quality,
+        **({"predicted_quality": round(c.predicted, 6)} if c.predicted is not None else {}),
         "expected_cost_usd": e.cost_usd,
         "expected_latency_ms": e.latency_ms,
         "expected_latency_p95_ms": e.latency_p95_ms,

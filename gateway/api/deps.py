@@ -17,6 +17,7 @@ from gateway.governance.registry import Registry
 from gateway.metrics import Metrics
 from gateway.pipeline.admission.keys import KeyCheck, presented
 from gateway.pipeline.context import Snapshot
+from gateway.predictions import Predictions
 from gateway.rollout import Rollouts
 
 
@@ -28,6 +29,7 @@ class GatewayView(Protocol):
     reloader: Reloader
     registry: Registry
     governor: Governor
+    predictions: Predictions
 
     @property
     def ready(self) -> bool: ...

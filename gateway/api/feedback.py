@@ -32,6 +32,8 @@ async def post_feedback(request: Request, key_id: str | None = Depends(client_ke
     entry = {"ts": round(time.time(), 3), **parse(await _body(request)), "client": key_id}
     gw = gateway(request)
     await gw.capture.feedback(entry, gw.state.table.redactor)
+    if "score" in entry:  # met with the router's prediction, when a `learned` policy routed that request
+        gw.predictions.feedback(entry["request_id"], key_id, float(entry["score"]))
     return {"object": "feedback", "request_id": entry["request_id"], "recorded": True}
 
 

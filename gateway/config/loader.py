@@ -10,6 +10,7 @@ import dataclasses
 import fnmatch
 import hashlib
 import importlib.util
+import math
 import os
 import re
 import time
@@ -30,12 +31,15 @@ from gateway.config.table import (
     CaptureRoute,
     ChainSettings,
     KeyAccess,
+    LearnedRoute,
     ModelRoute,
     PolicyRoute,
     RolloutRoute,
     RoutingTable,
 )
 from gateway.errors import ConfigError
+from gateway.learned import model as learned_model
+from gateway.learned.calibrate import calibrate
 
 Problems = list[tuple[str, str]]
 
@@ -231,8 +235,17 @@ def resolve(cfg: schema.Config, source: str, version: str, root: yaml.Node | Non
             model = model_ref(p.rollout.model, ("policies", i, "rollout", "model"))
             if model is not None:
                 rollout = RolloutRoute(model, p.rollout, judge)
+        learned = None
+        if p.strategy == "learned" and len(refs["candidates"]) == len(p.candidates):
+            assert p.router is not None
+            path = artifact_path(p.router, source)
+            inputs.append(str(path / learned_model.MANIFEST))
+            try:
+                learned = _learned_route(p, path, refs["candidates"], warnings)
+            except ValueError as exc:  # ArtifactError, or candidates the router cannot calibrate for
+                problems.append((_at(root, ("policies", i, "router")), str(exc)))
         policies.append(_policy_route(p, pattern, refs["candidates"], refs["fallback"], _capture_route(p, cfg),
-                                      rollout, tuple(literal)))
+                                      rollout, tuple(literal), learned))
     access = _key_access(cfg, root, problems)
     declared = _declared_keys(cfg, root, problems)
     inputs += [str(k.secret_file) for k in cfg.keys.values() if k.secret_file is not None]
@@ -303,6 +316,7 @@ def _policy_route(
     p: schema.Policy, pattern: re.Pattern[str] | None, candidates: tuple[ModelRoute, ...],
     fallback: tuple[ModelRoute, ...], capture: CaptureRoute | None = None, rollout: RolloutRoute | None = None,
     literal: tuple[str, ...] = (),
+    learned: LearnedRoute | None = None,
 ) -> PolicyRoute:
     weights: tuple[float, ...] = ()
     if p.weights:
@@ -335,8 +349,41 @@ def _policy_route(
         reliability=ChainSettings.of(p.reliability),
         capture=capture,
         rollout=rollout,
+        learned=learned,
         literal_models=literal,
     )
+
+
+def artifact_path(folder: str, source: str) -> Path:
+    """A `learned` policy's router folder, a relative one taken from the config file's folder."""
+    path = Path(folder)
+    if path.is_absolute() or source.startswith("<"):
+        return path
+    return Path(source).parent / path
+
+
+def _learned_route(p: schema.Policy, path: Path, candidates: tuple[ModelRoute, ...],
+                   warnings: list[str]) -> LearnedRoute:
+    """The router at `path`, its candidates in price order and the threshold calibrated for the policy's
+    floor or cost target; raises ValueError with what is wrong."""
+    router = learned_model.load(path)
+    missing = [c.name for c in candidates if c.name not in router.models]
+    if missing:
+        raise ValueError(f"the router at {path} predicts {', '.join(router.models)}, not {', '.join(missing)}: "
+                         "train it on data that scores every candidate")
+
+    def price(m: ModelRoute) -> float:
+        if m.input_usd_per_token is None or m.output_usd_per_token is None:
+            return math.inf
+        return m.input_usd_per_token + m.output_usd_per_token
+
+    order = sorted(candidates, key=price)  # stable: the policy's order among equal prices
+    columns = tuple(router.models.index(m.name) for m in order)
+    threshold = calibrate(router.calibration, columns, min_quality=p.require.min_quality, max_share=p.max_share)
+    if not threshold.meets:
+        warnings.append(f"policy '{p.name}': on the router's held-out rows even {order[-1].name} alone scores "
+                        f"{threshold.quality:.3f}, below min_quality; it gets every request")
+    return LearnedRoute(router, tuple(m.name for m in order), columns, threshold)
 
 
 def _capture_route(p: schema.Policy, cfg: schema.Config) -> CaptureRoute | None:

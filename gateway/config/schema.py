@@ -250,7 +250,7 @@ class Require(Strict):
     min_context: Annotated[int, Field(ge=1)] | None = None
 
 
-Strategy = Literal["ordered", "weighted", "cheapest", "fastest", "cascade"]
+Strategy = Literal["ordered", "weighted", "cheapest", "fastest", "cascade", "learned"]
 
 
 class Cascade(Strict):
@@ -364,6 +364,10 @@ class Policy(Strict):
     """`weighted`: keep a client on one model, by the body's `user` or by client key."""
     cascade: Cascade | None = None
     """`cascade`: the checks; the defaults when omitted."""
+    router: str | None = None
+    """`learned`: the router artifact's folder (`nanoroute router train --out`), relative to the config file."""
+    max_share: Score | None = None
+    """`learned`, instead of `require.min_quality`: the share of requests the dearest candidate may take."""
     reliability: Reliability = Reliability()
     capture: CapturePolicy | None = None
     rollout: Rollout | None = None
@@ -400,6 +404,14 @@ class Policy(Strict):
             raise ValueError("weights and sticky apply only to strategy 'weighted'")
         if self.cascade is not None and self.strategy != "cascade":
             raise ValueError("cascade settings apply only to strategy 'cascade'")
+        if self.strategy == "learned":
+            if self.router is None or len(self.candidates) < 2:
+                raise ValueError("strategy 'learned' needs router: <artifact folder> and two or more candidates")
+            if (self.require.min_quality is None) == (self.max_share is None):
+                raise ValueError("strategy 'learned' needs require.min_quality (a quality floor) or max_share (a "
+                                 "cost target), one of them")
+        elif self.router is not None or self.max_share is not None:
+            raise ValueError("router and max_share apply only to strategy 'learned'")
         return self
 
 

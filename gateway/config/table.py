@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from gateway.config import schema
 from gateway.config.redact import Redactor
+from gateway.learned.calibrate import Threshold
+from gateway.learned.model import Router
 
 DIRECT = "direct"
 """The policy name reported for a request that matched no policy and named a catalog model."""
@@ -83,6 +85,21 @@ class CaptureRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class LearnedRoute:
+    """A `learned` policy's router, its candidates in price order, and the threshold calibrated for them."""
+
+    router: Router
+    order: tuple[str, ...]
+    """The candidates' names, cheapest first (input plus output price per token; unpriced ones last)."""
+    columns: tuple[int, ...]
+    """Each ordered candidate's place in the router's models."""
+    threshold: Threshold
+
+    def rank(self, model: str) -> int:
+        return self.order.index(model)
+
+
+@dataclass(frozen=True, slots=True)
 class RolloutRoute:
     """A policy's `rollout`, with its model resolved."""
 
@@ -119,6 +136,7 @@ class PolicyRoute:
     reliability: ChainSettings = DEFAULT_CHAIN
     capture: CaptureRoute | None = None
     rollout: RolloutRoute | None = None
+    learned: LearnedRoute | None = None
     literal_models: tuple[str, ...] = ()
     """The model names `match.model` lists without wildcards: names clients may send for this policy."""
 

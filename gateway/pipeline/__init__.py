@@ -42,9 +42,21 @@ from gateway.pipeline.ingress import Ingress, read_body, request_id
 from gateway.pipeline.ingress.anthropic import AnthropicIngress
 from gateway.pipeline.ingress.openai import OpenAIIngress
 from gateway.pipeline.ingress.responses import ResponsesIngress
-from gateway.pipeline.observers import AccessLog, Captured, Compared, Count, Learn, Observer, Settle, Stored, Usage
+from gateway.pipeline.observers import (
+    AccessLog,
+    Captured,
+    Compared,
+    Count,
+    Learn,
+    Learned,
+    Observer,
+    Settle,
+    Stored,
+    Usage,
+)
 from gateway.pipeline.relay import relay, send_error, send_json
 from gateway.pipeline.route import Route
+from gateway.predictions import Predictions
 from gateway.record import Outcome, RequestRecord
 from gateway.rollout import Rollouts
 from gateway.routing.estimate import prompt_tokens
@@ -54,14 +66,14 @@ log = logging.getLogger("nanoroute")
 
 
 def build(*, keys: KeyCheck, governor: Governor, capture: Capture, rollouts: Rollouts, turns: Turns | None,
-          metrics: Metrics | None, access_log: bool) -> Pipeline:
+          predictions: Predictions, metrics: Metrics | None, access_log: bool) -> Pipeline:
     """The stages, registered in order. `turns`: the Responses API's store of conversations, if on."""
     observers: list[Observer] = [Usage(), Settle(governor, metrics), Learn()]
     if metrics is not None:
         observers.append(Count(metrics))
     if access_log:
         observers.append(AccessLog())
-    observers += [Captured(capture), Compared(rollouts)]
+    observers += [Captured(capture), Compared(rollouts), Learned(predictions)]
     if turns is not None:
         observers.append(Stored(turns))
     return Pipeline(ingresses=[OpenAIIngress(), ResponsesIngress(turns), AnthropicIngress()],

@@ -19,6 +19,8 @@ from gateway.governance.governor import Governor
 from gateway.governance.principal import NO_LABEL
 from gateway.metrics import Metrics
 from gateway.pipeline.context import RequestContext
+from gateway.predictions import Predicted, Predictions
+from gateway.record import Outcome
 from gateway.rollout import Rollouts
 from gateway.routing.estimate import prompt_tokens, usage_cost
 from gateway.store.turns import Turns
@@ -152,6 +154,24 @@ class Compared:
         if ctx.probe is not None:
             self.rollouts.finish(ctx.record, ctx.probe)
 
+
+
+class Learned:
+    """An answer to a request a `learned` policy routed: its router's predictions, kept to meet the scores
+    that feedback and rollout comparisons give it later (`gateway.predictions`)."""
+
+    def __init__(self, predictions: Predictions) -> None:
+        self.predictions = predictions
+
+    def observe(self, ctx: RequestContext) -> None:
+        req, d, rec = ctx.request, ctx.decision, ctx.record
+        if req is None or req.predicted is None or d is None or d.route is None or d.route.learned is None \
+                or rec.model is None or rec.outcome != Outcome.SUCCESS:
+            return
+        models = d.route.learned.router.models
+        if rec.model.name in models:
+            self.predictions.served(rec.request_id, Predicted(req.key_id, d.policy, rec.model.name,
+                                                              dict(zip(models, req.predicted, strict=True))))
 
 
 class Stored:

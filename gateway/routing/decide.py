@@ -22,7 +22,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.config.table import DIRECT, KeyAccess, ModelRoute, PolicyRoute, RoutingTable
+from gateway.config.table import DIRECT, KeyAccess, LearnedRoute, ModelRoute, PolicyRoute, RoutingTable
 from gateway.errors import ModelNotAllowed, ModelNotFound, PermissionDenied, PolicyUnmet
 from gateway.routing.estimate import Estimate, estimate_with, output_tokens, prompt_tokens
 from gateway.routing.request import RoutedRequest
@@ -37,7 +37,7 @@ class Decision:
     policy: str
     chain: tuple[ModelRoute, ...]
     reason: str
-    """A short fixed code: ordered, weighted, cheapest, fastest, cascade, direct, pinned, best_effort, rollout,
+    """A short fixed code: ordered, weighted, cheapest, fastest, cascade, learned, direct, pinned, best_effort, rollout,
     or the constraint that kept the strategy's own first choice out (quality_floor, latency_slo,
     cost_cap, context_window)."""
     candidates: tuple[ModelRoute, ...]
@@ -57,6 +57,8 @@ class Candidate:
     estimate: Estimate
     failed: tuple[str, ...]
     quality: float | None
+    predicted: float | None = None
+    """`learned`: the router's predicted score of this model for this prompt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,8 @@ def _apply(policy: PolicyRoute, req: RoutedRequest, signals: Signals) -> Explain
     pin = prompt_tokens(req, signals) if policy.needs_tokens else None
     pout = output_tokens(req, policy.name, signals)
     cands = tuple(_check(estimate_with(m, pin, pout, signals), policy, req, signals) for m in policy.candidates)
+    if policy.learned is not None:
+        _predict(policy.learned, req, cands)
     eligible = [c for c in cands if not c.failed]
     rank = _STRATEGIES[policy.strategy]
     if eligible:
@@ -180,7 +184,8 @@ def _check(e: Estimate, policy: PolicyRoute, req: RoutedRequest, signals: Signal
     quality = signals.quality(e.model.name, req.task)
     if quality is None:
         quality = e.model.quality_for(req.task)
-    if r.min_quality is not None and (quality is None or quality < r.min_quality):
+    # `learned`: the floor is met by the mix of routed prompts (the calibrated threshold), not by each model.
+    if r.min_quality is not None and policy.learned is None and (quality is None or quality < r.min_quality):
         failed.append(QUALITY_FLOOR)
     if r.p95_latency_ms is not None and e.latency_p95_ms is not None and e.latency_p95_ms > r.p95_latency_ms:
         failed.append(LATENCY_SLO)
@@ -207,6 +212,28 @@ def _reason(policy: PolicyRoute, req: RoutedRequest, cands: Sequence[Candidate],
 
 
 Rank = Callable[[PolicyRoute, RoutedRequest, Sequence[Candidate]], list[Candidate]]
+
+
+def _predict(learned: LearnedRoute, req: RoutedRequest, cands: Sequence[Candidate]) -> None:
+    """The router's prediction for the prompt, once per request: well under a millisecond, and bounded
+    (gateway/learned/features.py reads at most its last 16 KiB), so it runs on the event loop."""
+    if req.predicted is None:
+        req.predicted = learned.router.predict(req.body)
+    models = learned.router.models
+    for c in cands:
+        c.predicted = req.predicted[models.index(c.estimate.model.name)]
+
+
+def _learned(policy: PolicyRoute, req: RoutedRequest, cands: Sequence[Candidate]) -> list[Candidate]:
+    """The cheapest candidate whose predicted score reaches the policy's calibrated threshold, else the dearest;
+    then the dearer ones (as good a fallback or better), then the cheaper ones."""
+    learned = policy.learned
+    assert learned is not None
+    ordered = sorted(cands, key=lambda c: learned.rank(c.estimate.model.name))
+    t = learned.threshold.value
+    at = next((i for i, c in enumerate(ordered[:-1]) if c.predicted is not None and c.predicted >= t),
+              len(ordered) - 1)
+    return [ordered[at], *ordered[at + 1:], *ordered[:at]]
 
 
 def _ordered(policy: PolicyRoute, req: RoutedRequest, cands: Sequence[Candidate]) -> list[Candidate]:
@@ -258,4 +285,5 @@ _STRATEGIES: dict[str, Rank] = {
     "cheapest": _by(_cost),
     "fastest": _by(_latency),
     "cascade": _by(_cost),
+    "learned": _learned,
 }

@@ -67,6 +67,9 @@ class RoutedRequest:
     remove them from the answer the client gets (set by the route stage for JSON requests)."""
     access: KeyAccess | None = None
     """What the client's key may use (models, policies); None: everything. Set by the pipeline from its key."""
+    predicted: tuple[float, ...] | None = None
+    """A `learned` policy's predicted score of each of its router's models (in the router's order), set once by
+    the router: what the observed scores (feedback, rollout comparisons) are compared with."""
     native: Native | None = None
     """Set for a request that came in by another API: `body` above is its chat completions translation,
     which routing reads and models that do not speak the API get."""

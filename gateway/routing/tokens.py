@@ -16,6 +16,8 @@ import hashlib
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.learned.features import request_text
+
 PER_MESSAGE = 4
 
 CL100K_PATH = Path(__file__).with_name("cl100k_base.tiktoken")
@@ -51,24 +53,7 @@ def load_encoder(path: Path = CL100K_PATH) -> Encoder | None:
 
 def text_of(body: dict[str, Any]) -> tuple[str, int]:
     """The request's prompt text and its number of chat messages."""
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        parts: list[str] = []
-        for m in messages:
-            if not isinstance(m, dict):
-                continue
-            content = m.get("content")
-            if isinstance(content, str):
-                parts.append(content)
-            elif isinstance(content, list):
-                parts += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        return "\n".join(parts), len(messages)
-    prompt = body.get("prompt", body.get("input"))
-    if isinstance(prompt, str):
-        return prompt, 0
-    if isinstance(prompt, list):
-        return "\n".join(p for p in prompt if isinstance(p, str)), 0
-    return "", 0
+    return request_text(body)
 
 
 EXACT_CHARS = 16384

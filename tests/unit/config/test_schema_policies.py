@@ -66,7 +66,21 @@ INVALID_POLICIES = [
      "policies[0].on_unmet (line 9)", "Input should be 'best_effort' or 'reject'"),
     ("strategy", "  - {name: p, strategy: cheapest-first, candidates: [a]}\n",
      "policies[0].strategy (line 9)",
-     "unknown strategy; input should be 'ordered', 'weighted', 'cheapest', 'fastest' or 'cascade'"),
+     "unknown strategy; input should be 'ordered', 'weighted', 'cheapest', 'fastest', 'cascade' or 'learned'"),
+    ("learned-no-router", "  - {name: p, strategy: learned, candidates: [a, b], require: {min_quality: 0.9}}\n",
+     "policies[0] (line 9)",
+     "strategy 'learned' needs router: <artifact folder> and two or more candidates"),
+    ("learned-one-candidate", "  - {name: p, strategy: learned, router: r, candidates: [a], max_share: 0.2}\n",
+     "policies[0] (line 9)",
+     "strategy 'learned' needs router: <artifact folder> and two or more candidates"),
+    ("learned-no-target", "  - {name: p, strategy: learned, router: r, candidates: [a, b]}\n",
+     "policies[0] (line 9)",
+     "strategy 'learned' needs require.min_quality (a quality floor) or max_share (a cost target), one of them"),
+    ("learned-two-targets", "  - {name: p, strategy: learned, router: r, candidates: [a, b], max_share: 0.2, "
+     "require: {min_quality: 0.9}}\n", "policies[0] (line 9)",
+     "strategy 'learned' needs require.min_quality (a quality floor) or max_share (a cost target), one of them"),
+    ("router-not-learned", "  - {name: p, strategy: cheapest, router: r, candidates: [a, b]}\n",
+     "policies[0] (line 9)", "router and max_share apply only to strategy 'learned'"),
 ]
 
 
