@@ -37,28 +37,30 @@ class Predictions:
     def __init__(self, metrics: Metrics | None, keep: int = KEEP) -> None:
         self.metrics = metrics
         self.keep = keep
-        self._recent: dict[str, Predicted] = {}
+        self._recent: dict[tuple[str | None, str], Predicted] = {}
+        """By client key and request id: ids may come from clients (X-Request-Id), one key's does not hide
+        another's."""
 
     def served(self, request_id: str, entry: Predicted) -> None:
         """A `learned` request answered by `entry.served`."""
         if self.metrics is not None:
             self.metrics.predicted(entry.policy, entry.served, entry.scores[entry.served])
         recent = self._recent
-        recent[request_id] = entry
+        recent[entry.key_id, request_id] = entry
         if len(recent) > self.keep:
             del recent[next(iter(recent))]  # the oldest: dicts keep insertion order
 
     def feedback(self, request_id: str, key_id: str | None, score: float) -> bool:
         """A client's score of an answer; True when it met a prediction."""
-        entry = self._recent.get(request_id)
-        if entry is None or entry.key_id != key_id or not 0.0 <= score <= 1.0:
+        entry = self._recent.get((key_id, request_id))
+        if entry is None or not 0.0 <= score <= 1.0:
             return False
         return self._pair(entry, entry.served, "feedback", score)
 
     def compared(self, request_id: str, key_id: str | None, model: str, score: float) -> bool:
         """A rollout's score of `model`'s answer to a request of that key; True when it met a prediction."""
-        entry = self._recent.get(request_id)
-        return entry is not None and entry.key_id == key_id and self._pair(entry, model, "rollout", score)
+        entry = self._recent.get((key_id, request_id))
+        return entry is not None and self._pair(entry, model, "rollout", score)
 
     def _pair(self, entry: Predicted, model: str, source: str, score: float) -> bool:
         predicted = entry.scores.get(model)

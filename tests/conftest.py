@@ -8,6 +8,7 @@ import pytest
 
 from tests.fakes.redis import RedisServer, redis_binary
 from tests.fakes.servers import LoopThread, Servers
+from tests.unit.learned.routers import rows, three, train_router, write
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +50,23 @@ def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
 def redis_server(start_redis: StartRedis) -> RedisServer:
     """One real `redis-server` on loopback (append-only, `appendfsync always`), stopped after the test."""
     return start_redis()
+
+
+@pytest.fixture(scope="session")
+def router_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A routing dataset whose answer is known (tests/unit/learned/routers.py's `rows`), written once."""
+    return write(tmp_path_factory.mktemp("data") / "routing.jsonl", rows(300))
+
+
+@pytest.fixture(scope="session")
+def router_artifact(router_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A router trained on `router_data` (seed 3) once per session, predicting `cheap` and `strong`: copy it
+    to change it."""
+    return train_router(router_data, tmp_path_factory.mktemp("router") / "triage")
+
+
+@pytest.fixture(scope="session")
+def three_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A router trained on `three(300)` once per session, predicting `cheap`, `mid` and `strong`."""
+    folder = tmp_path_factory.mktemp("three")
+    return train_router(write(folder / "three.jsonl", three(300)), folder / "router")

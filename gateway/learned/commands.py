@@ -18,6 +18,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="the artifact folder to write")
     p.add_argument("--seed", type=int, default=0, help="seeds the held-out split and the folds (default 0)")
     p.add_argument("--heldout", type=float, default=0.2, help="the share of prompts held out (default 0.2)")
+    p.add_argument("--group", help="hold out (and cross-validate) by this field of the rows, e.g. template, "
+                   "instead of by prompt: every row of a group on one side")
     p.add_argument("--model", action="append", default=[], dest="models",
                    help="train for this model (repeatable; default: every model the data scores)")
 
@@ -38,7 +40,7 @@ def run_train(args: argparse.Namespace) -> int:
     if not 0.0 <= args.heldout < 1.0:
         return _fail("--heldout must be at least 0 and below 1")
     try:
-        manifest = train(Options(args.data, args.out, args.seed, args.heldout, tuple(args.models)))
+        manifest = train(Options(args.data, args.out, args.seed, args.heldout, tuple(args.models), args.group))
     except (data.DataError, ArtifactError) as exc:
         return _fail(str(exc))
     except ImportError as exc:
@@ -52,14 +54,16 @@ def run_eval(args: argparse.Namespace) -> int:
 
     try:
         router = load(args.router)
-        seed, fraction = int(router.manifest["seed"]), float(router.manifest["data"]["heldout_fraction"])
+        split = router.manifest["data"]
+        seed, fraction = int(router.manifest["seed"]), float(split["heldout_fraction"])
+        group = None if split.get("split_by", "prompt") == "prompt" else str(split["split_by"])
         if args.data is None:
             rows, source = data.read(args.router / HELDOUT), "heldout"
         else:
             rows = data.read(args.data)
             source = str(args.data)
             if not args.all:
-                rows = [r for r in rows if data.held_out(r, seed, fraction)]
+                rows = [r for r in rows if data.held_out(r, seed, fraction, group)]
                 source += " (held-out split)"
                 if not rows:
                     return _fail(f"{args.data}: no row falls in the router's held-out split; --all evaluates "

@@ -9,7 +9,10 @@ from the gateway's captures, rollout comparisons and feedback; an eval set with 
 the same thing.
 
 A row is held out by a hash of its prompt and the seed, so a prompt is on the same side however the file
-grows or is reordered, and no prompt is both trained on and held out.
+grows or is reordered, and no prompt is both trained on and held out. With a group field (`router train
+--group template`), by a hash of that field instead: rows that share it (prompts made from one template, one
+conversation's turns, one customer's tickets) are all on one side, and the held-out figures say how the
+router does on groups it has never seen.
 """
 
 from __future__ import annotations
@@ -75,9 +78,20 @@ def parse(obj: Any) -> Row:
     return Row(obj, {m: float(s) for m, s in scores.items()}, key)
 
 
-def held_out(row: Row, seed: int, fraction: float) -> bool:
-    digest = hashlib.sha256(f"{seed}\0{row.key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+def split_key(row: Row, group: str | None = None) -> str:
+    """What decides a row's side: its `group` field when it has one, else its prompt."""
+    value = row.body.get(group) if group is not None else None
+    return row.key if value is None else f"{group}\0{value}"
+
+
+def held_out(row: Row, seed: int, fraction: float, group: str | None = None) -> bool:
+    return unit(seed, split_key(row, group)) < fraction
+
+
+def unit(seed: int, key: str) -> float:
+    """A number in [0, 1) fixed by the seed and the key."""
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def digest(path: Path) -> str:

@@ -46,6 +46,8 @@ class Options:
     heldout: float = 0.2
     models: tuple[str, ...] = ()
     """Train for these models only (all the data scores, by default)."""
+    group: str | None = None
+    """Split (and cross-validate) by this field of the rows instead of by prompt (data.py)."""
 
 
 def train(opts: Options) -> dict[str, Any]:
@@ -58,8 +60,8 @@ def train(opts: Options) -> dict[str, Any]:
     models = list(opts.models) or sorted({m for r in rows for m in r.scores})
     if len(models) < 2:
         raise data.DataError(f"{opts.data}: a router needs two or more models (found {models})")
-    train_rows = [r for r in rows if not data.held_out(r, opts.seed, opts.heldout)]
-    test_rows = [r for r in rows if data.held_out(r, opts.seed, opts.heldout)]
+    train_rows = [r for r in rows if not data.held_out(r, opts.seed, opts.heldout, opts.group)]
+    test_rows = [r for r in rows if data.held_out(r, opts.seed, opts.heldout, opts.group)]
     if not train_rows or (opts.heldout > 0 and not test_rows):
         raise data.DataError(f"{opts.data}: {len(rows)} rows are too few to hold {opts.heldout:.0%} out")
     vectorizer = TfidfVectorizer(analyzer=features.terms, sublinear_tf=True, min_df=MIN_DF, dtype=numpy.float64)
@@ -72,8 +74,9 @@ def train(opts: Options) -> dict[str, Any]:
         idx = [i for i, r in enumerate(train_rows) if model in r.scores]
         if not idx:
             raise data.DataError(f"{opts.data}: no training row scores '{model}'")
+        keys = [data.split_key(train_rows[i], opts.group) for i in idx]
         coef[model], intercept[model], chosen[model] = _fit(matrix[idx], [train_rows[i].scores[model] for i in idx],
-                                                            opts.seed)
+                                                            keys, opts.seed)
     weights = orjson.dumps({"terms": terms, "idf": vectorizer.idf_.tolist(), "coef": coef, "intercept": intercept})
     manifest: dict[str, Any] = {
         "format": FORMAT,
@@ -83,7 +86,8 @@ def train(opts: Options) -> dict[str, Any]:
         "seed": opts.seed,
         "data": {"path": str(opts.data), "digest": data.digest(opts.data), "rows": len(rows),
                  "train": len(train_rows), "heldout": len(test_rows), "heldout_fraction": opts.heldout,
-                 "split": "sha256(seed, prompt) < heldout_fraction"},
+                 "split_by": opts.group or "prompt",
+                 "split": "sha256(seed, prompt or group) < heldout_fraction"},
         "features": {"kind": "tfidf words and word pairs", "terms": len(terms), "min_df": MIN_DF,
                      "max_chars": features.MAX_CHARS},
         "training": {"regularisation_c": chosen, "seconds": 0.0},
@@ -98,7 +102,7 @@ def train(opts: Options) -> dict[str, Any]:
     return manifest
 
 
-def _fit(x: Any, scores: Sequence[float], seed: int) -> tuple[list[float], float, float | None]:
+def _fit(x: Any, scores: Sequence[float], keys: Sequence[str], seed: int) -> tuple[list[float], float, float | None]:
     """Weights and intercept for one model, and the regularisation chosen (None: a constant model)."""
     from scipy.sparse import vstack
     from sklearn.linear_model import LogisticRegression
@@ -115,31 +119,25 @@ def _fit(x: Any, scores: Sequence[float], seed: int) -> tuple[list[float], float
     stacked = vstack([x[ones], x[zeros]]).tocsr()
     labels = [1] * len(ones) + [0] * len(zeros)
     weight = [scores[i] for i in ones] + [1 - scores[i] for i in zeros]
-    if min(len(ones), len(zeros)) < 2 * FOLDS:  # too few of one kind to cross-validate: the default strength
+    # A prompt's (or group's) rows in one fold, by another hash than the split's (its rows are all >= heldout).
+    fold_of = [int(data.unit(seed, f"fold\0{key}") * FOLDS) for key in keys]
+    folds = _folds([fold_of[i] for i in ones + zeros])
+    if not all(test and len({labels[i] for i in train}) == 2 for train, test in folds):
+        # Too few of one kind (or of groups) to cross-validate: the default strength.
         best = LogisticRegression(C=DEFAULT_C, max_iter=2000).fit(stacked, labels, sample_weight=weight)
         return best.coef_[0].tolist(), float(best.intercept_[0]), DEFAULT_C
-    groups = ones + zeros  # a prompt's two rows stay in one fold
     scorer = make_scorer(log_loss, greater_is_better=False, response_method="predict_proba", labels=[0, 1])
-    search = GridSearchCV(LogisticRegression(max_iter=2000), {"C": list(C_GRID)}, scoring=scorer,
-                          cv=_folds(groups, len(scores), seed), refit=True)
+    search = GridSearchCV(LogisticRegression(max_iter=2000), {"C": list(C_GRID)}, scoring=scorer, cv=folds,
+                          refit=True)
     search.fit(stacked, labels, sample_weight=weight)
     best = search.best_estimator_
     return best.coef_[0].tolist(), float(best.intercept_[0]), float(search.best_params_["C"])
 
 
-def _folds(groups: Sequence[int], n: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    """FOLDS train/test splits of the stacked rows, each prompt's rows in one fold, assigned by seeded shuffle."""
-    import random
-
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    fold_of = {prompt: k % FOLDS for k, prompt in enumerate(order)}
-    folds = []
-    for f in range(FOLDS):
-        test = [i for i, g in enumerate(groups) if fold_of[g] == f]
-        train = [i for i, g in enumerate(groups) if fold_of[g] != f]
-        folds.append((train, test))
-    return folds
+def _folds(fold_of: Sequence[int]) -> list[tuple[list[int], list[int]]]:
+    """FOLDS train/test splits of the stacked rows, by each row's fold."""
+    return [([i for i, f in enumerate(fold_of) if f != k], [i for i, f in enumerate(fold_of) if f == k])
+            for k in range(FOLDS)]
 
 
 def _write(out: Path, manifest: dict[str, Any], weights: bytes, heldout: list[data.Row], models: list[str]) -> None:

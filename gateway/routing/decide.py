@@ -226,14 +226,14 @@ def _predict(learned: LearnedRoute, req: RoutedRequest, cands: Sequence[Candidat
 
 def _learned(policy: PolicyRoute, req: RoutedRequest, cands: Sequence[Candidate]) -> list[Candidate]:
     """The cheapest candidate whose predicted score reaches the policy's calibrated threshold, else the dearest;
-    then the dearer ones (as good a fallback or better), then the cheaper ones."""
+    then the dearer ones (as good a fallback or better), then the cheaper ones, dearest first."""
     learned = policy.learned
     assert learned is not None
     ordered = sorted(cands, key=lambda c: learned.rank(c.estimate.model.name))
     t = learned.threshold.value
     at = next((i for i, c in enumerate(ordered[:-1]) if c.predicted is not None and c.predicted >= t),
               len(ordered) - 1)
-    return [ordered[at], *ordered[at + 1:], *ordered[:at]]
+    return [ordered[at], *ordered[at + 1:], *reversed(ordered[:at])]
 
 
 def _ordered(policy: PolicyRoute, req: RoutedRequest, cands: Sequence[Candidate]) -> list[Candidate]:
