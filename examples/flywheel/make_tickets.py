@@ -31,7 +31,12 @@ from pathlib import Path
 
 SEED = 20261125
 HELDOUT_FRACTION = 0.3
-KINDS = ("plain", "implicit", "mixed")
+KINDS = ("plain", "implicit", "mixed", "hard")
+# Each group of kinds is drawn from its own seeded stream (SEED, SEED + 1...) and appended: the hard kind
+# came later, and drawing it apart left the tickets of the first three kinds, ids included, as they were.
+STREAMS = (("plain", "implicit", "mixed"), ("hard",))
+ROUTING_SEED = 20270311
+HARD_SHARE = 0.2
 OUT = Path(__file__).resolve().with_name("tickets.jsonl")
 
 # Each template: (kind, text). Slots in braces are filled from VOCAB; a slot name ending in _b is a second,
@@ -79,6 +84,28 @@ TEMPLATES: dict[str, list[tuple[str, str]]] = {
         ("mixed", "You overcharged me for delivery on order {order}, please refund the difference to my card."),
         ("mixed", "The app froze during checkout and now there are two charges of {amount}, please refund one."),
         ("mixed", "I can sign in fine, but our invoices stopped arriving, can you resend the {month} invoice?"),
+        ("hard", "This isn't about a return, I'm keeping the {item}. But I was charged {amount_b} when the price tag "
+                 "said {amount}."),
+        ("hard", "I ordered a {item} on {weekday}, the courier was late, the box was dented and the app crashed "
+                 "twice while I was tracking it, but all of that is sorted now. What I need is for the second "
+                 "payment of {amount} to go back on my card."),
+        ("hard", "My accountant says the document you sent for {month} doesn't add up to what left our bank."),
+        ("hard", "Everyone on our team can sign in and nobody is locked out, yet this month we paid for {n} seats "
+                 "after removing {m} people."),
+        ("hard", "The app said the upgrade to {plan} failed with an error, but the money was taken anyway and I want "
+                 "it back."),
+        ("hard", "Shipping was free on order {order}, so why is my statement {amount} higher than the order "
+                 "confirmation?"),
+        ("hard", "Not a technical question: the {plan} plan page says {amount} a month, but {amount_b} is what you "
+                 "took this time."),
+        ("hard", "Before I sign in to my old account again, tell me what the {plan} plan costs for a year if I go "
+                 "back to it."),
+        ("hard", "The {item} arrived in perfect shape and I'm keeping it, I just need a document for my tax return "
+                 "showing what I paid in {month}."),
+        ("hard", "I was told the replacement {gadget} would be free, and it arrived fine, but you took {amount} for "
+                 "it."),
+        ("hard", "My password works and the site is fine, but the {plan} renewal on {weekday} went through at full "
+                 "price despite my loyalty discount."),
     ],
     "shipping": [
         ("plain", "My order {order} still hasn't been delivered and it's been {days} days."),
@@ -121,6 +148,26 @@ TEMPLATES: dict[str, list[tuple[str, str]]] = {
         ("mixed", "I paid extra for express delivery but the {item} still hasn't come after a week, where is it?"),
         ("mixed", "The courier asks for an import duty before delivering my package, is that normal for {country}?"),
         ("mixed", "The box arrived crushed but the {item} inside seems fine, please tell your courier."),
+        ("hard", "I don't want to return the {item}, I want it to finally get here: order {order} hasn't moved since "
+                 "{weekday}."),
+        ("hard", "It's not a billing question, the payment went through fine. The {item} just never left your "
+                 "warehouse."),
+        ("hard", "I updated the app, reset my password and paid the invoice, so all that is sorted. The one thing "
+                 "left is that my order went to my old flat in {city} and I need it brought to the new one."),
+        ("hard", "You charged me for express delivery and I don't mind the price, I just need to know which day the "
+                 "{carrier} van is coming."),
+        ("hard", "The neighbour at number {house} has had a box with my name on it since {weekday}, is that where "
+                 "you were supposed to leave it?"),
+        ("hard", "The app's map shows the van circling around {city} since this morning, is my order actually coming "
+                 "today?"),
+        ("hard", "My account page says order {order} is complete, but the {item} still isn't at my door."),
+        ("hard", "No error, no crash, the website works fine; before I place an order I need to know if you deliver "
+                 "to {country}."),
+        ("hard", "I'm not returning anything: the label on order {order} has the wrong street name, can it be fixed "
+                 "before the courier picks it up?"),
+        ("hard", "Loved my last order, the invoice was clear and the {item} is great. This time it has to be here "
+                 "before {holiday}, can you send it faster?"),
+        ("hard", "I work nights, so could the {item} come after six in the evening instead of the morning?"),
     ],
     "account": [
         ("plain", "I forgot my password and the reset email never arrives."),
@@ -163,6 +210,24 @@ TEMPLATES: dict[str, list[tuple[str, str]]] = {
         ("mixed", "I changed my password yesterday but the old one still works in the app, is my account safe?"),
         ("mixed", "I'm locked out of my account so I can't get my {month} invoice, please help me sign in."),
         ("mixed", "The app keeps logging me out and asking for my password, is something wrong with my account?"),
+        ("hard", "I don't need a refund or a new card, I need to get back in: the reset link goes to the email "
+                 "address I had at {company}."),
+        ("hard", "The app on my {device} doesn't crash and shows no error, it just refuses the password I set an "
+                 "hour ago."),
+        ("hard", "Order {order} arrived, the invoice is fine and the {item} works. What I need now is to change the "
+                 "email I sign in with, my old one is being shut down."),
+        ("hard", "Not a billing thing: my ex still has access to our shared {plan} login, how do I get them out?"),
+        ("hard", "A colleague who left in {month} can still see our orders when she opens the site, how do I take "
+                 "away her access?"),
+        ("hard", "Back from a trip to {country} and I'm shut out: the site blocked me for suspicious activity while "
+                 "I was away."),
+        ("hard", "Your shipping updates for order {order} still go to my old email address, where do I change it?"),
+        ("hard", "I'd like to keep my order history but stop my full name from showing on my review of the {item}."),
+        ("hard", "My son bought games on my login on {weekday} without asking; I'm not after a refund, I just want "
+                 "him to have his own so it can't happen again."),
+        ("hard", "The {gadget} works and the delivery was fine, but I ordered it as a guest and now I'd like my "
+                 "orders to show up under a proper account."),
+        ("hard", "I got married in {month} and the name on everything you send me is still my old one."),
     ],
     "technical": [
         ("plain", "The app crashes as soon as I open the {area} screen."),
@@ -205,6 +270,25 @@ TEMPLATES: dict[str, list[tuple[str, str]]] = {
         ("mixed", "The checkout button is greyed out in {browser} so I can't pay, is the page broken?"),
         ("mixed", "The sign-in page shows a blank white screen on my {device}, it looks like a bug."),
         ("mixed", "The return form on your site throws an error when I press submit."),
+        ("hard", "It's not about a refund, the refund request button on the {area} page just spins forever when I "
+                 "click it."),
+        ("hard", "My card is fine and I can log in, but the invoices page is just a blank screen in {browser}."),
+        ("hard", "I ordered a {item} last month, it arrived quickly and I love it. I wanted to leave a review, but "
+                 "each time I press submit the page reloads and my text is gone."),
+        ("hard", "I don't need to know where my parcel is, the email says it's on its way; but your tracking page "
+                 "freezes {browser} every time I open it."),
+        ("hard", "Please don't reset my password again, that's not the problem: the sign-in button does nothing on "
+                 "my {device} since version {version}."),
+        ("hard", "In {browser}, the quantity I type in the basket changes back to one by itself a second later."),
+        ("hard", "Whatever I put in my cart is gone when I go to the next page on my {device}; I'm not after a "
+                 "discount, I just want the cart to keep my items."),
+        ("hard", "The {integration} sync puts every order in twice, so it looks like we paid twice, but the bank "
+                 "shows one payment."),
+        ("hard", "Not a delivery problem, the {gadget} is here. The QR code on the box should open the setup guide "
+                 "in your app, and it gives a page not found."),
+        ("hard", "I'm not returning anything, I just want to tell you that your returns policy page shows garbled "
+                 "characters in {browser}."),
+        ("hard", "The delivery slots at checkout never load on my {device}, so I can't finish the order."),
     ],
     "returns": [
         ("plain", "I'd like to return the {garment}, it doesn't fit."),
@@ -247,6 +331,27 @@ TEMPLATES: dict[str, list[tuple[str, str]]] = {
         ("mixed", "Can I exchange the {gadget} for the newer model? I'm happy to pay the difference."),
         ("mixed", "The courier collected my return on {weekday} but the status still says awaiting parcel."),
         ("mixed", "The return label in your email won't scan at the post office, can you send a new one?"),
+        ("hard", "The charge is fine and I'm not disputing it; I just want to send the {garment} back because it "
+                 "doesn't suit me."),
+        ("hard", "Delivery was quick and the courier was friendly, but the {item} inside has a crack and I'd like a "
+                 "new one."),
+        ("hard", "I've been a customer for years, I've paid every invoice on time and never had trouble with an "
+                 "order. But the {gadget} you sent on {weekday} smells of burning when I switch it on, and I want to "
+                 "swap it for another."),
+        ("hard", "No, this is not a problem with your website: the {gadget} itself won't turn on out of the box and "
+                 "I'd like to exchange it."),
+        ("hard", "The {gadget}'s screen shows error {errcode} the moment it powers on; I've tried resetting it, so "
+                 "please take it back."),
+        ("hard", "The {bulky} arrived on time, but it's not the one in the photo; can your courier take it away and "
+                 "bring the right one?"),
+        ("hard", "I'm not asking for my money back, I'd rather have the {item} in another colour, is that possible?"),
+        ("hard", "The {garment} looks lovely but the zip broke the second time I wore it, I'd like a new one."),
+        ("hard", "I dropped the {item} from order {order} at the post office today; please note it on my account so "
+                 "that my money comes back."),
+        ("hard", "It's not broken and it arrived on time, I just ordered the wrong size of {garment}, what do I do "
+                 "now?"),
+        ("hard", "The battery of the {gadget} dies within an hour even though the app says it's fully charged, so I "
+                 "want it replaced."),
     ],
 }
 
@@ -350,24 +455,26 @@ def core_of(text: str) -> str:
     return text
 
 
-def heldout_templates(rng: random.Random) -> set[tuple[str, int]]:
-    """(queue, template index) of the held-out templates: HELDOUT_FRACTION of each queue's templates of
-    each kind, so both splits have plain, implicit and mixed tickets of every queue."""
-    chosen = set()
+def heldout_templates(rng: random.Random, kinds: tuple[str, ...]) -> set[tuple[str, int]]:
+    """(queue, template index) of the held-out templates of `kinds`: HELDOUT_FRACTION of each queue's
+    templates of each kind, so both splits have tickets of every kind of every queue."""
+    chosen: set[tuple[str, int]] = set()
     for queue, templates in TEMPLATES.items():
-        for kind in KINDS:
+        for kind in kinds:
             indices = [i for i, (k, _) in enumerate(templates) if k == kind]
             rng.shuffle(indices)
             chosen.update((queue, i) for i in indices[: round(len(indices) * HELDOUT_FRACTION)])
     return chosen
 
 
-def generate(seed: int = SEED) -> list[dict[str, str]]:
-    rng = random.Random(seed)
-    heldout = heldout_templates(rng)
+def draw(rng: random.Random, kinds: tuple[str, ...]) -> list[dict[str, str]]:
+    """The tickets of the templates of `kinds`, two or three of each, with their split, in random order."""
+    heldout = heldout_templates(rng, kinds)
     rows: list[dict[str, str]] = []
     for queue, templates in TEMPLATES.items():
         for index, (kind, template) in enumerate(templates):
+            if kind not in kinds:
+                continue
             copies = 3 if rng.random() < 0.4 else 2
             seen: set[str] = set()
             for _ in range(copies * 4):  # a few more tries: a template without slots repeats itself
@@ -380,7 +487,58 @@ def generate(seed: int = SEED) -> list[dict[str, str]]:
                 rows.append({"queue": queue, "split": "heldout" if (queue, index) in heldout else "train",
                              "kind": kind, "text": text})
     rng.shuffle(rows)  # traffic arrives mixed, not queue by queue
+    return rows
+
+
+def generate(seed: int = SEED) -> list[dict[str, str]]:
+    """tickets.jsonl's rows: each group of STREAMS drawn from its own stream (`seed`, `seed + 1`...), appended."""
+    rows: list[dict[str, str]] = []
+    for offset, kinds in enumerate(STREAMS):
+        rows += draw(random.Random(seed + offset), kinds)
     return [{"id": f"t{i:04d}", **row} for i, row in enumerate(rows)]
+
+
+def routing(n: int, seed: int = ROUTING_SEED, hard_share: float = HARD_SHARE) -> list[dict[str, str]]:
+    """`n` tickets for a routing dataset, from the same templates with another seed: `hard_share` of them
+    of the hard kind, the rest spread evenly over the other templates (so in their proportions). None
+    repeats another, or one of tickets.jsonl (case and final full stop aside). Rows: {"id" ("r0000"...),
+    "queue", "kind", "template" ("billing/41": the queue and the template's index), "text"}; no split,
+    `template` is there to split by."""
+    rng = random.Random(seed)
+    seen = {_key(r["text"]) for r in generate()}
+    pools: dict[bool, list[tuple[str, int, str, str]]] = {True: [], False: []}
+    for queue, templates in TEMPLATES.items():
+        for index, (kind, template) in enumerate(templates):
+            pools[kind == "hard"].append((queue, index, kind, template))
+    hard = round(n * hard_share)
+    rows: list[dict[str, str]] = []
+    for pool, count in ((pools[True], hard), (pools[False], n - hard)):
+        rng.shuffle(pool)
+        spent: set[int] = set()  # templates that could make no new ticket: their turns go to the others
+        made = turn = 0
+        while made < count:
+            if len(spent) == len(pool):
+                raise ValueError(f"the templates cannot make {count} distinct tickets")
+            slot, turn = turn % len(pool), turn + 1
+            if slot in spent:
+                continue
+            queue, index, kind, template = pool[slot]
+            for _ in range(50):  # a template without slots varies only in its greeting, closing and case
+                text = dress(fill(template, rng), rng)
+                if _key(text) not in seen:
+                    break
+            else:
+                spent.add(slot)
+                continue
+            seen.add(_key(text))
+            rows.append({"queue": queue, "kind": kind, "template": f"{queue}/{index}", "text": text})
+            made += 1
+    rng.shuffle(rows)
+    return [{"id": f"r{i:04d}", **row} for i, row in enumerate(rows)]
+
+
+def _key(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().rstrip(".!?").lower()
 
 
 def near_duplicates(rows: list[dict[str, str]], threshold: float = 0.8) -> list[tuple[str, str, float]]:
@@ -412,7 +570,18 @@ def render(rows: list[dict[str, str]]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="fail if tickets.jsonl differs from a fresh generation")
+    p.add_argument("--routing", type=int, metavar="N",
+                   help="write N tickets for a routing dataset to --out instead (another seed, no split)")
+    p.add_argument("--out", type=Path, help="where --routing writes")
     args = p.parse_args()
+    if args.routing:
+        if args.out is None or args.check:
+            p.error("--routing needs --out, and goes without --check")
+        rows = routing(args.routing)
+        args.out.write_text(render(rows), encoding="utf-8")
+        kinds = {kind: sum(r["kind"] == kind for r in rows) for kind in KINDS}
+        print(f"{len(rows)} routing tickets -> {args.out} ({kinds})")
+        return
     rows = generate()
     close = near_duplicates(rows)
     if close:

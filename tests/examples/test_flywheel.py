@@ -31,8 +31,25 @@ def test_the_committed_tickets_are_what_the_generator_makes(rows: list[dict[str,
     assert teacher.TICKETS.stat().st_size < 200_000
 
 
+def test_make_tickets_check_passes_on_the_committed_file() -> None:
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "flywheel" / "make_tickets.py"), "--check"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "is up to date (614 tickets)" in done.stdout
+
+
+def test_the_first_kinds_keep_their_tickets_when_a_later_kind_is_added(rows: list[dict[str, str]]) -> None:
+    # STREAMS: the hard kind is drawn from its own stream and appended after the 479 tickets it found
+    first = [r for r in rows if r["kind"] in make_tickets.STREAMS[0]]
+    assert [r["id"] for r in first] == [f"t{i:04d}" for i in range(479)]
+    assert [r["id"] for r in rows] == [f"t{i:04d}" for i in range(len(rows))]
+    hard = [r for r in rows if r["kind"] == "hard"]
+    assert 100 <= len(hard) <= 150
+    assert len({t for ts in make_tickets.TEMPLATES.values() for k, t in ts if k == "hard"}) >= 50
+
+
 def test_the_split_holds_out_whole_templates_of_every_queue_and_kind(rows: list[dict[str, str]]) -> None:
-    assert 400 <= len(rows) <= 600
+    assert 550 <= len(rows) <= 700
     assert len({r["id"] for r in rows}) == len({r["text"] for r in rows}) == len(rows)
     held = [r for r in rows if r["split"] == "heldout"]
     assert 0.25 <= len(held) / len(rows) <= 0.35
@@ -82,7 +99,7 @@ def test_the_teacher_answers_each_ticket_with_its_queue(teacher_url: str, rows: 
         assert reply.choices[0].message.content == row["queue"]
         assert (reply.model, reply.choices[0].finish_reason) == ("gpt-4o-mini", "stop")
         assert reply.usage is not None and reply.usage.completion_tokens == 1
-        assert 60 < reply.usage.prompt_tokens < 130  # the system prompt is 57 of cl100k's tokens
+        assert 60 < reply.usage.prompt_tokens < 140  # the system prompt is 57 of cl100k's tokens
         assert reply.usage.total_tokens == reply.usage.prompt_tokens + 1
     # a ticket it has never seen: the keyword classifier
     unseen = teacher.chat("Hello, my invoice lists a charge I can't place.")
@@ -109,3 +126,22 @@ def test_the_teacher_refuses_a_malformed_request_as_openai_does(teacher_url: str
         r = httpx.post(f"{teacher_url}/chat/completions", content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 400
         assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_the_routing_tickets_are_another_seeds_of_every_kind(rows: list[dict[str, str]], tmp_path: Path) -> None:
+    routing = make_tickets.routing(2000)
+    assert routing == make_tickets.routing(2000)  # deterministic
+    assert [r["id"] for r in routing] == [f"r{i:04d}" for i in range(2000)]
+    kinds = Counter(r["kind"] for r in routing)
+    assert set(kinds) == set(make_tickets.KINDS) and kinds["hard"] == 400
+    assert set(Counter(r["queue"] for r in routing)) == set(teacher.QUEUES)
+    keys = {teacher.normalise(r["text"]) for r in routing}
+    assert len(keys) == 2000  # none repeats another
+    assert not keys & {teacher.normalise(r["text"]) for r in rows}  # nor a ticket of tickets.jsonl
+    for r in routing[:50]:
+        queue, index = r["template"].split("/")
+        assert (queue, make_tickets.TEMPLATES[queue][int(index)][0]) == (r["queue"], r["kind"])
+    out = tmp_path / "routing.jsonl"
+    subprocess.run([sys.executable, str(REPO / "examples" / "flywheel" / "make_tickets.py"), "--routing", "300",
+                    "--out", str(out)], check=True, capture_output=True, timeout=60)
+    assert [json.loads(line) for line in out.read_text().splitlines()] == make_tickets.routing(300)
