@@ -232,9 +232,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8090, help="0 picks a free port (printed at start)")
     p.add_argument("--model", default=MODEL, help=f"the model name /v1/models lists (default {MODEL})")
     p.add_argument("--latency-ms", type=float, default=0.0, help="wait this long before each answer")
+    p.add_argument("--know", type=Path, action="append", default=[],
+                   help="also know the tickets of this JSONL file (rows with `queue`, and `text` or `messages`, "
+                        "as examples/router/triage.jsonl): a large model that knows the task (repeatable)")
     args = p.parse_args(argv)
+    rows = load_tickets() + [r for path in args.know for r in known(path)]
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, make_app(model=args.model, latency_s=args.latency_ms / 1000)))
+        asyncio.run(serve(args.host, args.port, make_app(rows, model=args.model, latency_s=args.latency_ms / 1000)))
+
+
+def known(path: Path) -> list[dict[str, str]]:
+    """The tickets of a JSONL file as rows {"text", "queue"}: a row's `text`, or its last user message."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            text = row.get("text") or next(_text(m.get("content")) for m in reversed(row["messages"])
+                                           if m.get("role") == "user")
+            rows.append({"text": text, "queue": row["queue"]})
+    return rows
 
 
 if __name__ == "__main__":

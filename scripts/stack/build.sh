@@ -8,7 +8,7 @@ set -euo pipefail
 # shellcheck source=scripts/stack/common.sh
 source "$(dirname "$0")/common.sh"
 
-steps=(venv-vllm venv-train model "adapter-$ADAPTER_NAME")
+steps=(venv-vllm venv-train model "adapter-$ADAPTER_NAME" router-triage)
 if [ "${1:-}" = "--check" ]; then
   for s in "${steps[@]}"; do step_done "$s" || { echo "not built: $s"; exit 1; }; done
   echo "built: ${steps[*]} in $STACK_DIR"
@@ -63,6 +63,18 @@ if ! step_done "adapter-$ADAPTER_NAME"; then
     --out "$ADAPTER_DIR" --manifest "$REPO_DIR/adapters/$ADAPTER_NAME.yaml" --task "$ADAPTER_TASK"
   grep -E "^(trained|exact match)" "$LOG_DIR/train-$ADAPTER_NAME.log" | sed 's/^/  /' >&2
   mark_done "adapter-$ADAPTER_NAME"
+fi
+
+# (e) The learned router of the triage policy: trained on the routing dataset kept in the repo (seconds).
+if ! step_done router-triage || [ ! -f "$ROUTER_DIR/manifest.json" ]; then
+  log "router: training the triage router on ${ROUTER_DATA#"$REPO_DIR"/} (seconds)"
+  logged router-triage "$PROJECT_VENV/bin/nanoroute" router train --data "$ROUTER_DATA" --out "$ROUTER_DIR"
+  "$PROJECT_VENV/bin/python" - "$ROUTER_DIR/manifest.json" <<'PY' >&2
+import json, sys
+m = json.load(open(sys.argv[1]))["metrics"]
+print(f"  held out: {m['rows']} tickets, apgr {m['learned']['apgr']} (random 0.5), mean scores {m['mean_scores']}")
+PY
+  mark_done router-triage
 fi
 
 log "built in $(( $(date +%s) - started ))s (state in $STACK_DIR)"

@@ -27,8 +27,12 @@ LOG_DIR="$STACK_DIR/logs"
 ADMIN_KEY_FILE="$STACK_DIR/admin-key"
 STACK_CONFIG="${STACK_CONFIG:-$REPO_DIR/scripts/stack/local-stack.yaml}"
 
+ROUTER_DIR="$STACK_DIR/routers/triage"  # the learned router of the triage policy (local-stack.yaml)
+ROUTER_DATA="$REPO_DIR/examples/router/triage.jsonl"
+
 VLLM_PORT="${VLLM_PORT:-8000}"
 GATEWAY_PORT="${GATEWAY_PORT:-8080}"
+HOSTED_PORT="${HOSTED_PORT:-8090}"     # the stand-in hosted model (start-hosted.sh; local-stack.yaml names it)
 
 # vLLM's and Hugging Face's caches stay inside the state folder; nothing is fetched from a hub.
 export HF_HOME="$STACK_DIR/cache/hf" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1

