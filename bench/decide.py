@@ -1,15 +1,24 @@
-"""How long deciding a route takes: a policy of 10 candidates, every constraint on.
+"""How long deciding a route takes: a policy of 10 candidates, every constraint on; and a `learned` policy.
 
-    .venv/bin/python bench/decide.py [--n 20000]
+    .venv/bin/python bench/decide.py [--n 20000] [--router DIR] [--core N]
 
 Prints microseconds per decision for each strategy, with prompt tokens counted by the approximation
 and by tiktoken (cl100k_base), and with measured latencies in place. The target is well under 100 us.
+
+Then the `learned` strategy (docs/router.md): the median and 99th percentile of single decisions for a
+prompt of 1,000 cl100k tokens and for a short one, on one core (`--core`, default 0), with the router in
+`--router` (default: one trained here on examples/router/triage.jsonl; needs `nanoroute[router]`). The
+target is at most 1 ms at the median for the 1,000-token prompt.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import orjson
 
@@ -75,10 +84,69 @@ def run(strategy: str, exact: bool, measured: bool, n: int) -> float:
     return ((parse_only - t0) - (t1 - parse_only)) / n * 1e6
 
 
+REPO = Path(__file__).resolve().parents[1]
+TICKET = ("Hello, I ordered a pair of hiking boots three weeks ago and the tracking page still says the parcel is at "
+          "the depot. I was charged twice on my card, once when I ordered and again yesterday, and the invoice "
+          "shows a restocking fee I never agreed to. The app also crashed when I tried to ask for a refund. ")
+
+
+def learned_config(router: Path) -> str:
+    """A policy between the router's first two models (the first priced as an adapter, the second as gpt-4o-mini)."""
+    cheap, dear = orjson.loads((router / "manifest.json").read_bytes())["models"][:2]
+    return f"""
+backends:
+  b: {{type: openai, url: http://127.0.0.1:9/v1}}
+models:
+  {cheap}: {{backend: b, price: {{input: 0.02, output: 0.02}}, context_window: 8192}}
+  {dear}: {{backend: b, price: {{input: 0.15, output: 0.6}}, context_window: 128000}}
+policies:
+  - {{name: triage, match: {{task: triage}}, strategy: learned, router: {router},
+     candidates: [{cheap}, {dear}], require: {{min_quality: 0.9}}}}
+"""
+
+
+def prompt_of(tokens: int, signals: Signals) -> str:
+    """Ticket text repeated and cut to `tokens` cl100k tokens."""
+    assert signals.encoder is not None
+    ids = signals.encoder.encode_ordinary(TICKET * (tokens // 40 + 2))[:tokens]
+    return signals.encoder.decode(ids)  # type: ignore[attr-defined, no-any-return]
+
+
+def learned(router: Path, n: int) -> None:
+    table = load_text(learned_config(router))
+    signals = Signals(exact_tokens=True)
+    print(f"\nlearned policy, router {table.policies[0].learned.router.version} "  # type: ignore[union-attr]
+          f"({len(table.policies[0].learned.router._terms)} terms); microseconds per decision, one core")  # type: ignore[union-attr]
+    print(f"{'prompt':14} {'median':>8} {'p99':>8}")
+    for tokens in (1000, 30):
+        body = orjson.dumps({"model": "triage", "max_tokens": 8,
+                             "messages": [{"role": "system", "content": "You triage support tickets."},
+                                          {"role": "user", "content": prompt_of(tokens, signals)}]})
+        times = []
+        for _ in range(n):
+            req = parse_request(Operation.CHAT, body, task_header="triage", key_id=None, request_id="r")
+            t0 = time.perf_counter()
+            decide(table, req, signals)
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        print(f"{tokens:>5} tokens   {statistics.median(times) * 1e6:8.1f} {times[int(0.99 * len(times))] * 1e6:8.1f}")
+
+
+def trained_router() -> Path:
+    from gateway.learned.train import Options, train
+
+    out = Path(tempfile.mkdtemp(prefix="nanoroute-bench-router-")) / "triage"
+    train(Options(REPO / "examples" / "router" / "triage.jsonl", out))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--router", type=Path, help="a router artifact (default: trained on examples/router/triage.jsonl)")
+    ap.add_argument("--core", type=int, default=0, help="the CPU core to pin to")
     args = ap.parse_args()
+    os.sched_setaffinity(0, {args.core})
     print(f"decide() with {N_CANDIDATES} candidates, all four constraints; microseconds per decision")
     print(f"{'strategy':10} {'tokens':9} {'latency':9} {'us':>7}")
     for strategy in ("ordered", "weighted", "cheapest", "fastest", "cascade"):
@@ -87,6 +155,7 @@ def main() -> None:
                 us = run(strategy, exact, measured, args.n)
                 print(f"{strategy:10} {'tiktoken' if exact else 'approx':9} {'measured' if measured else 'prior':9} "
                       f"{us:7.1f}")
+    learned(args.router or trained_router(), max(1000, args.n // 10))
 
 
 if __name__ == "__main__":
