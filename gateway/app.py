@@ -26,7 +26,7 @@ from fastapi.responses import Response
 from prometheus_client.multiprocess import mark_process_dead
 from starlette.exceptions import HTTPException
 
-from gateway import __version__, pipeline
+from gateway import __version__, pipeline, tracing
 from gateway.api import admin, feedback, health, keys, metrics, models, openapi
 from gateway.api.cors import Cors
 from gateway.backends import Backend, VllmHooks, build_backend
@@ -75,9 +75,12 @@ class Gateway:
         self.rollouts = Rollouts(self.signals, m if settings.metrics else None, store=self.store,
                                  compared=self._compared)
         self.turns = Turns(self.store, settings.responses_ttl_s) if settings.responses_store else None
+        self.tracing = tracing.build()
+        """OpenTelemetry's tracer when the `OTEL_EXPORTER_OTLP_*` variables ask for traces, else None."""
         self.pipeline = pipeline.build(keys=self.auth, governor=self.governor, capture=self.capture,
                                        rollouts=self.rollouts, turns=self.turns, predictions=self.predictions,
-                                       metrics=m if settings.metrics else None, access_log=settings.access_log)
+                                       metrics=m if settings.metrics else None, access_log=settings.access_log,
+                                       tracing=self.tracing)
         self._vllm_hooks = VllmHooks(queue_wait=self._queue_wait, adapter_load=self._adapter_load)
         self._first = table
         self._state: Snapshot | None = None
@@ -203,6 +206,8 @@ class Gateway:
             await self._background.stop()  # replaced backends waiting to be closed are closed now
             for backend in self.state.backends.values():
                 await backend.close()
+            if self.tracing is not None:  # the last spans sent, from a thread: it waits on the collector
+                await asyncio.to_thread(self.tracing.shutdown)
             if multiprocess():
                 mark_process_dead(os.getpid())
 

@@ -121,6 +121,8 @@ class LitellmBackend:
         kwargs["num_retries"] = 0  # retries are the gateway's (docs/reliability.md)
         if attempt.op is Operation.CHAT:
             kwargs["messages"] = body["messages"]
+            if attempt.headers:  # the trace's `traceparent` (gateway.tracing); litellm takes headers for chats only
+                kwargs["extra_headers"] = {**(kwargs.get("extra_headers") or {}), **dict(attempt.headers)}
         elif attempt.op is Operation.COMPLETIONS:
             kwargs["prompt"] = body["prompt"]
         else:

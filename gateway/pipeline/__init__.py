@@ -15,6 +15,9 @@ A request carries a `RequestContext` (`context.py`): the snapshot of the gateway
 headers, what each stage made of it, and its record. `build()` below is where stages are registered: a
 new protocol, admission check or observer is a module (or class) of its own and one line there.
 
+With traces on (`gateway.tracing`), `handle` begins the request's span, the attempt chain wraps each upstream
+call in a span of its own, and the `Traced` observer ends the request's.
+
 Pure ASGI rather than a framework route, so a stream is relayed chunk by chunk as it arrives and no
 per-request framework machinery runs. A client that disconnects cancels its upstream request.
 """
@@ -26,6 +29,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Iterable
 from time import perf_counter
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -52,6 +56,7 @@ from gateway.pipeline.observers import (
     Observer,
     Settle,
     Stored,
+    Traced,
     Usage,
 )
 from gateway.pipeline.relay import relay, send_error, send_json
@@ -62,12 +67,17 @@ from gateway.rollout import Rollouts
 from gateway.routing.estimate import prompt_tokens
 from gateway.store.turns import Turns
 
+if TYPE_CHECKING:
+    from gateway.tracing.otel import Tracing
+
 log = logging.getLogger("nanoroute")
 
 
 def build(*, keys: KeyCheck, governor: Governor, capture: Capture, rollouts: Rollouts, turns: Turns | None,
-          predictions: Predictions, metrics: Metrics | None, access_log: bool) -> Pipeline:
-    """The stages, registered in order. `turns`: the Responses API's store of conversations, if on."""
+          predictions: Predictions, metrics: Metrics | None, access_log: bool,
+          tracing: Tracing | None = None) -> Pipeline:
+    """The stages, registered in order. `turns`: the Responses API's store of conversations, if on; `tracing`:
+    OpenTelemetry's tracer, when the environment asks for traces (`gateway.tracing`)."""
     observers: list[Observer] = [Usage(), Settle(governor, metrics), Learn()]
     if metrics is not None:
         observers.append(Count(metrics))
@@ -76,14 +86,16 @@ def build(*, keys: KeyCheck, governor: Governor, capture: Capture, rollouts: Rol
     observers += [Captured(capture), Compared(rollouts), Learned(predictions)]
     if turns is not None:
         observers.append(Stored(turns))
+    if tracing is not None:  # last: the gateway's own duties first, whatever a span does
+        observers.append(Traced())
     return Pipeline(ingresses=[OpenAIIngress(), ResponsesIngress(turns), AnthropicIngress()],
                     admission=[Keys(keys), Limits(governor, metrics)], route=Route(rollouts, capture),
-                    observers=observers)
+                    observers=observers, tracing=tracing)
 
 
 class Pipeline:
     def __init__(self, *, ingresses: Iterable[Ingress], admission: Iterable[Admission], route: Route,
-                 observers: Iterable[Observer]) -> None:
+                 observers: Iterable[Observer], tracing: Tracing | None = None) -> None:
         self.routes: dict[str, tuple[Ingress, Operation]] = {
             path: (ingress, op) for ingress in ingresses for path, op in ingress.routes.items()}
         """Path -> the ingress that serves it and the operation it asks for."""
@@ -92,12 +104,15 @@ class Pipeline:
         self._on_route = tuple(c for c in checks if not c.before_body)
         self._route = route
         self._observers = tuple(observers)
+        self._tracing = tracing
 
     async def handle(self, state: Snapshot, ingress: Ingress, op: Operation, scope: Scope, receive: Receive,
                      send: Send) -> None:
         headers = Headers(scope["headers"])
         rec = RequestRecord(request_id(headers.request_id), perf_counter(), op=op.name.lower())
         ctx = RequestContext(state, ingress, op, headers, rec)
+        if self._tracing is not None:  # the one check traces cost when they are off
+            ctx.trace = self._tracing.begin(scope, rec, op, state.table)
         try:
             await self._run(ctx, scope, receive, send)
         except Exception:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from gateway.pipeline.ingress import Ingress
     from gateway.rollout import Probe
     from gateway.store.turns import Turn
+    from gateway.tracing.otel import RequestTrace
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -83,7 +84,7 @@ class RequestContext:
     """One request, from arrival to its observers. Each stage fills in what it owns."""
 
     __slots__ = ("answer", "ask", "decision", "gate", "headers", "ingress", "op", "principal", "probe", "record",
-                 "request", "sample", "state", "turn")
+                 "request", "sample", "state", "trace", "turn")
 
     def __init__(self, state: Snapshot, ingress: Ingress, op: Operation, headers: Headers,
                  record: RequestRecord) -> None:
@@ -111,3 +112,5 @@ class RequestContext:
         """What the limits check counted for the request, to be settled once it ends (None: nothing counted)."""
         self.answer: dict[str, Any] | None = None
         """The answer in the client's API, when the ingress keeps it for the store (a Responses API response)."""
+        self.trace: RequestTrace | None = None
+        """The request's spans, when traces are on (`gateway.tracing`)."""

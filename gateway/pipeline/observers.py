@@ -107,6 +107,15 @@ class Settle:
             self.governor.settle(entry)
 
 
+class Traced:
+    """The request's span (`gateway.tracing`), with what happened once `Usage` has counted it; registered only
+    when traces are on, after the other observers."""
+
+    def observe(self, ctx: RequestContext) -> None:
+        if ctx.trace is not None:
+            ctx.trace.end(ctx.record, ctx.request)
+
+
 class Learn:
     """What routing learns from answers: each model's speed, each policy's answer lengths."""
 

@@ -40,14 +40,14 @@ async def relay(ctx: RequestContext, send: Send) -> None:
     try:
         if req.stream:
             streamed = await chain.open_stream(decision, req, state.backends, state.health,
-                                               accept=gate.judge_stream if gate is not None else None)
+                                               accept=gate.judge_stream if gate is not None else None, trace=ctx.trace)
             _answered(rec, streamed, t0)
             replay = gate.replay(streamed.model) if gate is not None else None
             native = _native(ctx, streamed.model)
             await _send_stream(ctx, streamed.result, replay, ctx.ingress.tap(ctx, native), send)
         else:
             replied = await chain.call(decision, req, state.backends, state.health,
-                                       accept=gate.judge_reply if gate is not None else None)
+                                       accept=gate.judge_reply if gate is not None else None, trace=ctx.trace)
             _answered(rec, replied, t0)
             await _send_json(ctx, replied.result, _native(ctx, replied.model), send)
     except AllAttemptsFailed as exc:

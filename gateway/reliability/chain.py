@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gateway.backends.base import Attempt, Backend, Reply, ReplyStream
 from gateway.backends.replica import Replica
@@ -51,6 +51,9 @@ from gateway.reliability.health import Health, ModelHealth, Slot
 from gateway.routing import tokens
 from gateway.routing.decide import Decision
 from gateway.routing.request import RoutedRequest
+
+if TYPE_CHECKING:
+    from gateway.tracing.otel import RequestTrace
 
 T = TypeVar("T")
 
@@ -77,17 +80,19 @@ Accept = Callable[[ModelRoute, T], Awaitable[UpstreamError | None]]
 
 
 async def call(decision: Decision, req: RoutedRequest, backends: Mapping[str, Backend], health: Health, *,
-               accept: Accept[Reply] | None = None) -> Answered[Reply]:
+               accept: Accept[Reply] | None = None, trace: RequestTrace | None = None) -> Answered[Reply]:
+    """The first model's JSON answer. `trace`: the request's spans, when traces are on (each call is one)."""
     # Annotated rather than called as _Run[Reply](...): a subscripted class's call costs 1.5 us per request.
-    run: _Run[Reply] = _Run(decision, req, backends, health)
+    run: _Run[Reply] = _Run(decision, req, backends, health, trace)
     return await run.run(_send, accept)
 
 
 async def open_stream(decision: Decision, req: RoutedRequest, backends: Mapping[str, Backend], health: Health, *,
-                      accept: Accept[ReplyStream] | None = None) -> Answered[ReplyStream]:
+                      accept: Accept[ReplyStream] | None = None,
+                      trace: RequestTrace | None = None) -> Answered[ReplyStream]:
     """The first model that sends content opens the stream; it counts as in flight until `aclose()`.
     An `accept` hook that turns a stream down must `aclose()` it."""
-    run: _Run[ReplyStream] = _Run(decision, req, backends, health)
+    run: _Run[ReplyStream] = _Run(decision, req, backends, health, trace)
     return await run.run(_open, accept)
 
 
@@ -125,11 +130,11 @@ class _Run(Generic[T]):
     """One request's way down the chain."""
 
     __slots__ = ("_needed", "_open", "_too_small", "backends", "deadline", "decision", "failures", "health",
-                 "loop", "req", "settings", "stopped")
+                 "loop", "req", "settings", "stopped", "trace")
 
     def __init__(self, decision: Decision, req: RoutedRequest, backends: Mapping[str, Backend],
-                 health: Health) -> None:
-        self.decision, self.req, self.backends, self.health = decision, req, backends, health
+                 health: Health, trace: RequestTrace | None = None) -> None:
+        self.decision, self.req, self.backends, self.health, self.trace = decision, req, backends, health, trace
         self.loop = asyncio.get_running_loop()
         self.settings = decision.route.reliability if decision.route is not None else DEFAULT_CHAIN
         self.deadline = limits.deadline(req, self.settings, self.loop.time())
@@ -152,6 +157,8 @@ class _Run(Generic[T]):
                 rejected = await accept(model, result)
                 if rejected is not None:
                     self.failures.append(rejected)
+                    if self.trace is not None:
+                        self.trace.turned_down(rejected)
                     continue
             return Answered(model, result, self.failures)
         return await self._ran_out(send)
@@ -191,7 +198,9 @@ class _Run(Generic[T]):
             slot, probes = picked
             attempt = Attempt(op, model, body, self.req.request_id, slot.index, self.deadline, headers)
             try:
-                return await send(self, backend, attempt, slot, probes)
+                if self.trace is None:
+                    return await send(self, backend, attempt, slot, probes)
+                return await self._traced(send, backend, attempt, slot, probes)
             except UpstreamError as exc:
                 err = exc
             self._fail(err)
@@ -209,6 +218,15 @@ class _Run(Generic[T]):
             await asyncio.sleep(delay)
             tries += 1
         return None
+
+    async def _traced(self, send: Send[T], backend: Backend, attempt: Attempt, slot: AnySlot, probes: int) -> T:
+        """`send` inside the attempt's span, which adds its `traceparent` to the attempt's headers."""
+        assert self.trace is not None
+
+        async def call(traced: Attempt) -> T:
+            return await send(self, backend, traced, slot, probes)
+
+        return await self.trace.attempt(attempt, backend, call)
 
     def _admit(self, model: ModelRoute, health: ModelHealth | None, force: bool,
                avoid: Slot | None) -> tuple[AnySlot, int] | None:
