@@ -2,12 +2,14 @@
 # The gateway-overhead benchmark: Nanoroute (one worker pinned to CPU 1) against going direct to a fast
 # mock upstream, side by side with LiteLLM's proxy, with the shared peerbench harness.
 #
-#   bench/run.sh [nanoroute|nometrics|governed|governed-redis|litellm|all] [extra run_peer.py args]
+#   bench/run.sh [nanoroute|nometrics|governed|governed-redis|litellm|console|all] [extra run_peer.py args]
 #
 # nanoroute: metrics and access log on (the defaults); nometrics: both off (the cost of observability);
 # governed: a client key with limits, a budget and a team (bench/governed.yaml.tmpl), in the embedded SQLite
 # store; governed-redis: the same in a redis-server started here (Debian's package); litellm: LiteLLM's
 # proxy on the same mock (installed into bench/.venv-litellm on first use).
+# console (not in all): the operators' console on, as an admin key turns it on: its series read the metrics
+# every 10 s, off the request path.
 # Results (JSON and logs) go to bench/results/; docs/performance.md records the figures.
 # Elsewhere than in this checkout's .venv: PEERBENCH (the harness), PY (a Python with the gateway's
 # packages), NANOROUTE (the command that runs the gateway) and BENCH_OUT (where results go).
@@ -59,6 +61,10 @@ if [[ $which == governed || $which == governed-redis || $which == all ]]; then
       NANOROUTE_DATA_DIR="$data" NANOROUTE_REDIS_URL=redis://127.0.0.1:18121/0
   fi
   unset config header
+fi
+if [[ $which == console ]]; then
+  run_nanoroute nanoroute-console NANOROUTE_ACCESS_LOG=true NANOROUTE_LOG_LEVEL=warning \
+    NANOROUTE_ADMIN_KEY=bench-admin-key-0123456789 NANOROUTE_DATA_DIR="$(mktemp -d)"
 fi
 if [[ $which == litellm || $which == all ]]; then
   venv=$root/bench/.venv-litellm

@@ -35,6 +35,7 @@ from gateway.capture.sink import build_sink
 from gateway.config.loader import load_file
 from gateway.config.table import RoutingTable
 from gateway.config.watcher import Reloader
+from gateway.console import routes as console
 from gateway.errors import InvalidRequest, NanorouteError, StorageUnavailable, UnknownPath, error_body
 from gateway.governance.counters import build_counters
 from gateway.governance.governor import Governor
@@ -271,6 +272,8 @@ def _build_api(gw: Gateway) -> FastAPI:
     api.include_router(admin.router)
     api.include_router(keys.router)
     api.include_router(feedback.router)
+    if gw.settings.admin_key is not None and gw.settings.console:
+        api.include_router(console.router)
     gw.openapi = openapi.document(api, gw.pipeline.routes)
 
     api.add_api_route("/openapi.json", _openapi, methods=["GET"], include_in_schema=False)

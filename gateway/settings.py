@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+")
 """A browser's Origin: a scheme and a host (and port), nothing after."""
+HTTP_URL = re.compile(r"https?://[^/\s?#]+(/\S*)?")
 
 
 class Settings(BaseSettings):
@@ -59,6 +60,13 @@ class Settings(BaseSettings):
     capture_queue: int = Field(1024, ge=1, description="Records waiting to be written; more are dropped and counted")
     capture_queue_bytes: int = Field(64 << 20, ge=1024,
                                      description="Bytes the records waiting to be written may hold; more are dropped")
+    console: bool = Field(True, description="Serve the operators' console at /ui (only with NANOROUTE_ADMIN_KEY)")
+    console_step_s: float = Field(10.0, ge=0.1, le=3600,
+                                  description="Seconds between two points of the console's series (360 are kept)")
+    prometheus_url: SecretStr | None = Field(
+        None, description="http(s)://host:port of a Prometheus that scrapes every replica: the console's figures "
+        "are then cluster-wide, read from it, rather than this pod's own"
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -67,10 +75,17 @@ class Settings(BaseSettings):
             return tuple(k.strip() for k in value.split(",") if k.strip())
         return value
 
-    @field_validator("admin_key", "redis_url", mode="before")
+    @field_validator("admin_key", "redis_url", "prometheus_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not HTTP_URL.fullmatch(value.get_secret_value()):
+            raise ValueError("must be an http:// or https:// URL, such as http://prometheus:9090")
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -28,10 +28,15 @@ ensure_prometheus() { ensure_package prometheus prometheus; }
 # port; the package's own service, where an init system starts it, is not used.
 ensure_redis() { ensure_package redis-server redis-server; }
 
+# The console's browser tests (tests/e2e/test_console.py) drive Debian's headless Chromium with Playwright, which
+# pip installs with its driver only: no browser is downloaded.
+ensure_chromium() { ensure_package chromium chromium; }
+
 if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 ensure_prometheus
 ensure_redis
+ensure_chromium
 exec .venv/bin/python -m pytest "$@"

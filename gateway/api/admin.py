@@ -9,10 +9,11 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from gateway.api.deps import admin, gateway, presented_key
+from gateway.api.deps import GatewayView, admin, gateway, presented_key
 from gateway.backends.base import Operation
 from gateway.config.table import LearnedRoute, ModelRoute
 from gateway.errors import ConfigError, InvalidRequest
+from gateway.governance.principal import Principal
 from gateway.routing.decide import Candidate, explain
 from gateway.routing.request import parse_request
 
@@ -90,13 +91,21 @@ async def reload(request: Request) -> dict[str, Any] | JSONResponse:
 @router.post("/explain")
 async def explain_route(request: Request) -> dict[str, Any]:
     """Where a chat request would go and why, without calling any upstream."""
-    gw = gateway(request)
-    named = request.headers.get("x-nanoroute-key")
-    key = gw.auth.registry.by_id(named) if named else presented_key(request)
+    h = request.headers
+    return explanation(gateway(request), await request.body(), task=h.get("x-nanoroute-task"),
+                       key_id=h.get("x-nanoroute-key"), presented=presented_key(request),
+                       pin=h.get("x-nanoroute-model"))
+
+
+def explanation(gw: GatewayView, body: bytes, *, task: str | None = None, key_id: str | None = None,
+                presented: Principal | None = None, pin: str | None = None) -> dict[str, Any]:
+    """Where the chat request `body` would go and why: as if sent with X-Nanoroute-Task `task` and
+    X-Nanoroute-Model `pin`, by the client key `key_id` (else the key `presented`). Raises InvalidRequest
+    for a body that is not a chat request."""
+    key = gw.auth.registry.by_id(key_id) if key_id else presented
     req = parse_request(
-        Operation.CHAT, await request.body(), task_header=request.headers.get("x-nanoroute-task"),
-        key_id=named or (key.id if key is not None else None), request_id="explain",
-        pin=request.headers.get("x-nanoroute-model"),
+        Operation.CHAT, body, task_header=task, key_id=key_id or (key.id if key is not None else None),
+        request_id="explain", pin=pin,
     )
     req.access = key.access if key is not None else None
     out = explain(gw.state.table, req, gw.state.signals)

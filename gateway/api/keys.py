@@ -138,10 +138,10 @@ async def spend(request: Request, group_by: str | None = None, since: str | None
     gw = gateway(request)
     entries = await gw.governor.counters.spend(first.isoformat(), last.isoformat())
     names = {r.id: r.name for r in await gw.registry.records()} | {p.id: p.name for p in _principals(gw)}
-    rows = _sum(entries, dims)
+    rows = ledger_sums(entries, dims)
     data = [{**row, "name": names.get(str(row["key"]))} if "key" in dims else row for row in rows]
     return {"object": "list", "since": first.isoformat(), "until": last.isoformat(), "group_by": list(dims),
-            "data": data, "total": _sum(entries, ())[0]}
+            "data": data, "total": ledger_sums(entries, ())[0]}
 
 
 def _dimensions(group_by: str | None) -> tuple[str, ...]:
@@ -164,7 +164,7 @@ def _date(param: str, text: str) -> dt.date:
     raise InvalidRequest(f"{param} must be a date, YYYY-MM-DD; not '{text[:64]}'", param=param)
 
 
-def _sum(entries: Sequence[LedgerEntry], dims: Sequence[str]) -> list[dict[str, Any]]:
+def ledger_sums(entries: Sequence[LedgerEntry], dims: Sequence[str]) -> list[dict[str, Any]]:
     """The entries summed per value of `dims`, dearest first (then by the dimensions); no `dims`: one row,
     the total."""
     sums: dict[tuple[str, ...], list[int]] = {} if dims else {(): [0, 0, 0, 0]}

@@ -6,8 +6,6 @@ Not a fake: the store's tests need Redis's own expiry, persistence and failures.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.debian import program
 from tests.fakes.servers import free_port
 
 DEADLINE_S = 15.0
@@ -23,12 +22,7 @@ DEADLINE_S = 15.0
 
 def redis_binary() -> str:
     """The `redis-server` on PATH; without one, the test is skipped locally and fails under CI."""
-    path = shutil.which("redis-server")
-    if path is not None:
-        return path
-    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-        pytest.fail("redis-server is not installed; scripts/test.sh installs Debian's `redis-server` package")
-    pytest.skip("redis-server is not installed (Debian: apt-get install --no-install-recommends redis-server)")
+    return program("redis-server", "redis-server")
 
 
 class RedisServer:

@@ -5,9 +5,7 @@ and every PromQL expression parses in the real Prometheus (`promtool check rules
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fakes.debian import program
 from tests.fakes.servers import Servers, free_port
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "helm" / "nanoroute" / "dashboards" / "nanoroute.json"
@@ -66,12 +65,7 @@ def to_promql(expr: str) -> str:
 
 def require(binary: str) -> str:
     """The path of a Prometheus binary; skip without it, except in CI where it must be installed."""
-    path = shutil.which(binary)
-    if path is not None:
-        return path
-    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-        pytest.fail(f"{binary} is not installed; scripts/test.sh installs Debian's `prometheus` package")
-    pytest.skip(f"{binary} is not installed (Debian: apt-get install --no-install-recommends prometheus)")
+    return program(binary, "prometheus")
 
 
 def test_dashboard_is_importable() -> None:
