@@ -38,11 +38,14 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# install_locked LOCK PIP...: install exactly LOCK's pins, each from a wheel whose sha256 LOCK names.
+# install_locked LOCK PIP...: install exactly LOCK's pins, each from a wheel whose sha256 LOCK names. A lock
+# is a whole closure, so nothing is resolved (--no-deps): the ensurepip pip of some Pythons (23.0) otherwise
+# takes a package's extra (litellm's httpx[http2]) for an unpinned requirement once a newer release of it
+# exists, and refuses the lock. `pip check` below still fails a lock that misses a dependency.
 install_locked() {
     lock=$1
     shift
-    "$@" install --no-cache-dir --disable-pip-version-check --only-binary :all: --require-hashes \
+    "$@" install --no-cache-dir --disable-pip-version-check --only-binary :all: --require-hashes --no-deps \
         --requirement "$lock"
 }
 
