@@ -158,22 +158,28 @@ def test_a_key_with_60_requests_per_minute_gets_60_across_three_replicas(cluster
     _, key = create_key(cluster[0], limits={"rpm": 60})
     wait_known(cluster, key)
     inside_one_window(40.0)
-    codes: list[int] = []
+    minute = int(time.time() // 60)
+    codes: list[tuple[bool, int]] = []  # (sent within the starting minute, status)
     lock = threading.Lock()
 
     def send(i: int) -> None:
+        sent_in_minute = int(time.time() // 60) == minute
         code = cluster[i % 3].chat(key)
         with lock:
-            codes.append(code)
+            codes.append((sent_in_minute, code))
 
     with ThreadPoolExecutor(24) as pool:
         list(pool.map(send, range(150)))
-    # Exactly 60, but for a request let through uncounted because the store did not answer in time
-    # (on_store_error: allow; on a loaded CI machine, an admission can wait past its 2.5 s).
+    # Exactly 60 within the minute, but for a request let through uncounted because the store did not answer
+    # in time (on_store_error: allow; on a loaded CI machine, an admission can wait past its 2.5 s). A loaded
+    # machine can also carry the burst into the next minute, where the sliding window rightly admits a few more
+    # as the last minute's weight decays: those are not the ones counted against the 60.
     let_through = sum(store_errors_allowed(r) for r in cluster)
-    seen = collections.Counter(codes)
+    seen = collections.Counter(code for _, code in codes)
+    within = collections.Counter(code for sent_in_minute, code in codes if sent_in_minute)
     assert set(seen) == {200, 429}, seen
-    assert 60 <= seen[200] <= 60 + let_through, (seen, let_through, time.time() % 60)
+    assert within[200] <= 60 + let_through, (within, seen, let_through, time.time() % 60)
+    assert seen[200] >= 60, (within, seen, let_through)
 
 
 def test_a_budget_under_50_concurrent_clients_is_overshot_by_one_reservation_at_most(cluster: list[Replica]) -> None:
