@@ -27,6 +27,7 @@ import json
 import random
 import re
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 SEED = 20261125
@@ -485,31 +486,36 @@ def draw(rng: random.Random, kinds: tuple[str, ...]) -> list[dict[str, str]]:
                     continue
                 seen.add(text)
                 rows.append({"queue": queue, "split": "heldout" if (queue, index) in heldout else "train",
-                             "kind": kind, "text": text})
+                             "kind": kind, "text": text, "template": f"{queue}/{index}"})
     rng.shuffle(rows)  # traffic arrives mixed, not queue by queue
     return rows
 
 
-def generate(seed: int = SEED) -> list[dict[str, str]]:
-    """tickets.jsonl's rows: each group of STREAMS drawn from its own stream (`seed`, `seed + 1`...), appended."""
+def generate(seed: int = SEED, templates: bool = False) -> list[dict[str, str]]:
+    """tickets.jsonl's rows: each group of STREAMS drawn from its own stream (`seed`, `seed + 1`...), appended.
+    With `templates`, each row also names its template (`"template": "billing/41"`, as `routing`'s rows do);
+    the file leaves it out."""
     rows: list[dict[str, str]] = []
     for offset, kinds in enumerate(STREAMS):
         rows += draw(random.Random(seed + offset), kinds)
-    return [{"id": f"t{i:04d}", **row} for i, row in enumerate(rows)]
+    return [{"id": f"t{i:04d}", **{k: v for k, v in row.items() if templates or k != "template"}}
+            for i, row in enumerate(rows)]
 
 
-def routing(n: int, seed: int = ROUTING_SEED, hard_share: float = HARD_SHARE) -> list[dict[str, str]]:
+def routing(n: int, seed: int = ROUTING_SEED, hard_share: float = HARD_SHARE,
+            templates: Collection[str] | None = None) -> list[dict[str, str]]:
     """`n` tickets for a routing dataset, from the same templates with another seed: `hard_share` of them
     of the hard kind, the rest spread evenly over the other templates (so in their proportions). None
     repeats another, or one of tickets.jsonl (case and final full stop aside). Rows: {"id" ("r0000"...),
     "queue", "kind", "template" ("billing/41": the queue and the template's index), "text"}; no split,
-    `template` is there to split by."""
+    `template` is there to split by. `templates` ("billing/41"...) draws from those templates only."""
     rng = random.Random(seed)
     seen = {_key(r["text"]) for r in generate()}
     pools: dict[bool, list[tuple[str, int, str, str]]] = {True: [], False: []}
-    for queue, templates in TEMPLATES.items():
-        for index, (kind, template) in enumerate(templates):
-            pools[kind == "hard"].append((queue, index, kind, template))
+    for queue, texts in TEMPLATES.items():
+        for index, (kind, template) in enumerate(texts):
+            if templates is None or f"{queue}/{index}" in templates:
+                pools[kind == "hard"].append((queue, index, kind, template))
     hard = round(n * hard_share)
     rows: list[dict[str, str]] = []
     for pool, count in ((pools[True], hard), (pools[False], n - hard)):

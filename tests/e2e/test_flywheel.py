@@ -1,5 +1,6 @@
 """The flywheel demonstration, for real: examples/flywheel/demo.py against the teacher, the gateway, peft on
-the CPU and the real vLLM. Slow (about 11 minutes alone on 2 cores, 20 on a busy machine): marked e2e and slow.
+the CPU, the real vLLM and the learned router. Slow (about 13 minutes alone on 2 cores, 25 on a busy machine):
+marked e2e and slow.
 
 As test_vllm_stack.py: without CI set an unbuilt stack skips it; with CI=true it builds the stack first.
 """
@@ -34,28 +35,61 @@ def report(built: None, tmp_path_factory: pytest.TempPathFactory) -> dict:  # no
     return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
-def test_the_adapter_agrees_with_the_teacher_on_held_out_tickets(report: dict) -> None:
+MIN_QUALITY = 0.9
+"""The floor of both policies (demo.MIN_QUALITY)."""
+NOISE = 0.03
+"""How far below the floor the learned policy's measured quality may fall on the 90 final tickets: the
+threshold is calibrated on the router's ~64 held-out prompts, so the routed traffic meets the floor in
+expectation, not on every sample (one wrong answer is 1.1 points)."""
+
+
+def test_the_adapter_agrees_with_the_teacher_on_the_kinds_it_learnt_not_on_the_hard_ones(report: dict) -> None:
     agreement = report["agreement"]
-    assert agreement["heldout"] >= 100
-    assert agreement["adapter"] >= 0.90, agreement
-    assert agreement["adapter"] > agreement["base_model"] + 0.5  # it learnt the task, the base model did not
+    assert agreement["final"] == report["tickets"]["final"] >= 80
+    assert agreement["teacher_is_label"] == 1.0
+    kinds = agreement["adapter_by_kind"]
+    learnt = [k for k in kinds if k != "hard"]
+    right = sum(kinds[k]["adapter"] * kinds[k]["tickets"] for k in learnt)
+    assert right / sum(kinds[k]["tickets"] for k in learnt) >= 0.90, kinds
+    assert kinds["hard"]["adapter"] <= 0.70, kinds  # the capture had none of them
+    assert agreement["adapter"] < MIN_QUALITY  # so the task as a whole is below the floor
+    assert agreement["adapter"] > agreement["base_model"] + 0.4  # it learnt the task, the base model did not
 
 
-def test_the_adapter_earned_the_traffic_through_shadow_and_canary(report: dict) -> None:
-    stages = [h["to"] for h in report["rollout"]["history"]]
-    assert stages[0] == "canary[0]" and stages[-1] == "primary"
-    assert all(s.startswith("canary") for s in stages[1:-1])
-    assert report["after"]["stage"] == "primary"
-    assert report["after"]["adapter_share"] >= 0.80
+def test_the_per_task_rollout_kept_the_adapter_below_the_floor_out(report: dict) -> None:
+    rollout, per_task = report["rollout"], report["per_task"]
+    assert rollout["requests"] == report["tickets"]["live"]
+    assert rollout["stage"] != "primary" and per_task["stage"] != "primary"
+    assert per_task["adapter_share"] <= 0.5
+    assert per_task["quality"] >= MIN_QUALITY
+
+
+def test_the_router_learnt_from_the_rollouts_comparisons_and_never_saw_a_final_ticket(report: dict) -> None:
+    router = report["router"]
+    assert router["final_tickets_in_data"] == 0
+    assert router["dataset"]["rows"] >= 0.75 * report["tickets"]["live"]
+    assert router["dataset"]["comparisons"]["joined"] >= router["dataset"]["rows"]
+    assert router["dataset"]["comparisons"]["unmatched"] == 0
+    metrics = router["heldout_metrics"]
+    assert metrics["learned"]["apgr"] > metrics["random"]["apgr"] + 0.1
+
+
+def test_the_learned_policy_sends_more_to_the_adapter_at_the_floor_and_beats_a_random_split(report: dict) -> None:
+    learned, per_task, random = report["learned"], report["per_task"], report["random_at_learned_share"]
+    assert learned["quality"] >= MIN_QUALITY - NOISE, learned
+    assert learned["adapter_share"] >= per_task["adapter_share"] + 0.3
+    assert learned["adapter_share"] >= 0.5
+    assert random["adapter_share"] == learned["adapter_share"]
+    assert learned["quality"] >= random["quality"] + 0.05
 
 
 def test_the_task_costs_less_per_request_after(report: dict) -> None:
-    before, after = report["before"], report["after"]
+    before, per_task, learned = report["before"], report["per_task"], report["learned"]
     assert before["savings_per_1000_usd"] == 0.0  # the teacher alone: nothing saved
-    assert after["cost_per_1000_usd"] < before["cost_per_1000_usd"] / 3
-    assert after["savings_per_1000_usd"] > 0
-    # Even counting what the audits cost, the task is cheaper.
-    assert after["cost_per_1000_usd"] + after["mirror_cost_per_1000_usd"] < before["cost_per_1000_usd"]
+    assert learned["cost_per_1000_usd"] < before["cost_per_1000_usd"] / 2
+    assert learned["cost_per_1000_usd"] < per_task["cost_per_1000_usd"] / 2
+    assert learned["savings_per_1000_usd"] > 0
+    assert learned["mirror_cost_per_1000_usd"] == 0.0  # no rollout behind it: nothing asked twice
 
 
 def test_distill_recorded_how_it_was_trained_and_scored(report: dict) -> None:

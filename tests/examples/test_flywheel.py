@@ -145,3 +145,25 @@ def test_the_routing_tickets_are_another_seeds_of_every_kind(rows: list[dict[str
     subprocess.run([sys.executable, str(REPO / "examples" / "flywheel" / "make_tickets.py"), "--routing", "300",
                     "--out", str(out)], check=True, capture_output=True, timeout=60)
     assert [json.loads(line) for line in out.read_text().splitlines()] == make_tickets.routing(300)
+
+
+def test_tickets_name_their_template_when_asked(rows: list[dict[str, str]]) -> None:
+    tagged = make_tickets.generate(templates=True)
+    assert [{k: v for k, v in r.items() if k != "template"} for r in tagged] == rows
+    for r in tagged:
+        queue, index = r["template"].split("/")
+        assert (queue, make_tickets.TEMPLATES[queue][int(index)][0]) == (r["queue"], r["kind"])
+    # the split is by template: no template has tickets on both sides
+    sides = {(r["template"], r["split"]) for r in tagged}
+    assert len(sides) == len({r["template"] for r in tagged})
+
+
+def test_routing_tickets_can_come_from_some_templates_only(rows: list[dict[str, str]]) -> None:
+    heldout = {r["template"] for r in make_tickets.generate(templates=True) if r["split"] == "heldout"}
+    live = make_tickets.routing(300, templates=heldout, hard_share=0.4)
+    assert live == make_tickets.routing(300, templates=heldout, hard_share=0.4)
+    assert {r["template"] for r in live} <= heldout
+    assert Counter(r["kind"] for r in live)["hard"] == 120
+    assert not {teacher.normalise(r["text"]) for r in live} & {teacher.normalise(r["text"]) for r in rows}
+    with pytest.raises(ValueError, match="cannot make"):
+        make_tickets.routing(10, templates={"billing/0"}, hard_share=0.5)  # a plain template: no hard ticket
