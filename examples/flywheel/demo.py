@@ -22,8 +22,9 @@ server it starts listens on a free loopback port and is stopped at the end. Step
    canary, primary, as it earns them) and records as comparisons.
 5. **router**: `nanoroute router dataset` joins those captures and comparisons, `nanoroute router train`
    trains a router on them.
-6. **final, per task**: the dataset's `heldout` tickets, which neither the adapter nor the router saw,
-   through the policy as its rollout left it.
+6. **final, per task**: tickets of the dataset's `heldout` split, which neither the adapter nor the router
+   saw (its hard ones, and as many others as make them `--hard-share` of it), through the policy as its
+   rollout left it (pinned there, so that it does not move while it is measured).
 7. **final, learned**: a live reload to `strategy: learned` between the adapter and the teacher, with the
    router and the same quality floor; the same tickets again.
 8. **agreement**: the adapter, the base model and the teacher asked every final ticket directly: the

@@ -1,5 +1,5 @@
 """The flywheel demonstration, for real: examples/flywheel/demo.py against the teacher, the gateway, peft on
-the CPU, the real vLLM and the learned router. Slow (about 13 minutes alone on 2 cores, 25 on a busy machine):
+the CPU, the real vLLM and the learned router. Slow (about 14 minutes alone on 2 cores, 30 on a busy machine):
 marked e2e and slow.
 
 As test_vllm_stack.py: without CI set an unbuilt stack skips it; with CI=true it builds the stack first.
