@@ -40,7 +40,7 @@ def from_chat(reply: dict[str, Any], message_id: str) -> dict[str, Any]:
         "role": "assistant",
         "model": reply.get("model") or "",
         "content": content,
-        "stop_reason": _stop_reason(choice.get("finish_reason")),
+        "stop_reason": _stop_reason(choice.get("finish_reason"), any(b["type"] == "tool_use" for b in content)),
         "stop_sequence": None,
         "usage": _usage(usage if isinstance(usage, dict) else None),
     }
@@ -79,8 +79,11 @@ def _arguments(arguments: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _stop_reason(finish_reason: Any) -> str:
-    return _STOP_REASONS.get(finish_reason, "end_turn") if isinstance(finish_reason, str) else "end_turn"
+def _stop_reason(finish_reason: Any, called: bool) -> str:
+    """Anthropic's stop reason for a chat finish reason. An answer that calls a tool stopped for `tool_use`
+    even where chat says `stop`: OpenAI and vLLM say so for a tool named in `tool_choice`."""
+    reason = _STOP_REASONS.get(finish_reason, "end_turn") if isinstance(finish_reason, str) else "end_turn"
+    return "tool_use" if called and reason == "end_turn" else reason
 
 
 def _usage(usage: dict[str, Any] | None) -> dict[str, int]:

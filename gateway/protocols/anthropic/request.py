@@ -263,6 +263,11 @@ def _function(tool: Any, path: str) -> dict[str, Any]:
         if not isinstance(description, str):
             raise Untranslatable("a tool's 'description' must be a string", param=f"{path}.description")
         function["description"] = description
+    strict = tool.get("strict")
+    if strict is not None:  # inputs that must match the schema: vLLM and OpenAI hold the call to it
+        if not isinstance(strict, bool):
+            raise Untranslatable("a tool's 'strict' must be a boolean", param=f"{path}.strict")
+        function["strict"] = strict
     return {"type": "function", "function": function}
 
 

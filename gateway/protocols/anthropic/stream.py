@@ -40,7 +40,7 @@ class StreamTranslator:
         self._open_is_text = False
         self._tools: dict[object, int] = {}
         self._last_tool: object = None
-        self._stop: str | None = None
+        self._stop: str | None = None  # the chat finish reason
 
     def feed(self, data: bytes) -> bytes:
         """The Messages events that the complete lines of `data` (with what was pending) make."""
@@ -116,7 +116,7 @@ class StreamTranslator:
                 if isinstance(call, dict):
                     self._tool(call, out)
         if isinstance(reason := choice.get("finish_reason"), str):
-            self._stop = _stop_reason(reason)
+            self._stop = reason
 
     def _start(self, model: Any, out: list[bytes]) -> None:
         if self._started:
@@ -175,7 +175,7 @@ class StreamTranslator:
             return
         self._start(None, out)
         self._close_block(out)
-        delta = {"stop_reason": self._stop or "end_turn", "stop_sequence": None}
+        delta = {"stop_reason": _stop_reason(self._stop, bool(self._tools)), "stop_sequence": None}
         out.append(_sse("message_delta", {"type": "message_delta", "delta": delta, "usage": _usage(self.usage)}))
         out.append(_MESSAGE_STOP)
         self.done = True

@@ -187,6 +187,17 @@ def test_an_assistant_turn_of_thinking_alone_keeps_its_place() -> None:
     assert to_chat(body)["messages"][1]["content"] == ""
 
 
+def test_a_strict_tool_stays_strict() -> None:
+    """`strict: true` asks for inputs that match the schema: vLLM holds a named tool's arguments to its schema
+    only when the function says so."""
+    schema = {"type": "object", "properties": {"queue": {"type": "string", "enum": ["billing"]}}}
+    tools = [{"name": "f", "input_schema": schema, "strict": True, "cache_control": {"type": "ephemeral"}},
+             {"name": "g", "input_schema": schema, "strict": False}, {"name": "h", "input_schema": schema}]
+    assert [t["function"] for t in to_chat(request(tools=tools))["tools"]] == [
+        {"name": "f", "parameters": schema, "strict": True}, {"name": "g", "parameters": schema, "strict": False},
+        {"name": "h", "parameters": schema}]
+
+
 def test_untranslatable_is_an_invalid_request() -> None:
     with pytest.raises(InvalidRequest) as caught:
         to_chat(request(model=""))
@@ -218,6 +229,7 @@ def test_untranslatable_is_an_invalid_request() -> None:
     (request(tools=[{"input_schema": {}}]), "tools.0.name"),
     (request(tools=[{"name": "f"}]), "tools.0.input_schema"),
     (request(tools=[{"name": "f", "input_schema": {}, "description": 3}]), "tools.0.description"),
+    (request(tools=[{"name": "f", "input_schema": {}, "strict": "yes"}]), "tools.0.strict"),
     (request(tool_choice={"type": "tool"}), "tool_choice.name"),
     (request(tool_choice={"type": "sometimes"}), "tool_choice.type"),
     (request(tool_choice="auto"), "tool_choice.type"),
@@ -329,6 +341,16 @@ def test_no_text_block_for_empty_content() -> None:
 ])
 def test_finish_reasons(finish: str | None, stop_reason: str) -> None:
     assert from_chat(completion({"role": "assistant", "content": "x"}, finish), "m")["stop_reason"] == stop_reason
+
+
+def test_a_tool_called_by_name_stops_for_tool_use() -> None:
+    """OpenAI and vLLM finish a call of the tool named in `tool_choice` with `stop`; Anthropic's clients loop
+    on `stop_reason: tool_use`."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    forced = completion({"role": "assistant", "content": "", "tool_calls": [call]}, "stop")
+    assert from_chat(forced, "m")["stop_reason"] == "tool_use"
+    cut = completion({"role": "assistant", "content": "", "tool_calls": [call]}, "length")
+    assert from_chat(cut, "m")["stop_reason"] == "max_tokens"
 
 
 def test_a_refusal_is_told_as_text() -> None:
@@ -451,6 +473,12 @@ def test_text_then_two_tool_calls_in_fragments() -> None:
     assert {i: orjson.loads(s) for i, s in fragments.items()} == {1: {"city": "Paris"}, 2: {"tz": "CET"}}
     assert [d["index"] for n, d in out if n == "content_block_stop"] == [0, 1, 2]
     assert out[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_a_streamed_call_of_a_named_tool_stops_for_tool_use() -> None:
+    stream = TOOL_STREAM.replace(b'"finish_reason":"tool_calls"', b'"finish_reason":"stop"')
+    assert stream != TOOL_STREAM
+    assert events(translate([stream]))[-2][1]["delta"]["stop_reason"] == "tool_use"
 
 
 def test_events_go_out_as_soon_as_their_chunk_is_complete() -> None:
