@@ -416,3 +416,35 @@ def test_the_agents_sdk_runs_a_tool_using_agent_on_vllm(adapter: str, vllm: Vllm
     first, second = asyncio.run(run())
     assert len(filed) == 2 and set(filed) <= QUEUES, filed
     assert first.final_output == f"filed in {filed[0]}" and second.final_output == f"filed in {filed[1]}"
+
+
+def test_the_anthropic_sdk_uses_a_tool_over_two_turns_and_counts_tokens_on_vllm(vllm: Vllm, servers: Servers) -> None:
+    """Anthropic's Messages API translated for vLLM, with the `anthropic` SDK: a strict tool named in
+    `tool_choice` (vLLM's structured output holds its input to the schema only when the tool is strict) is
+    called with a queue from its enum; the next turn carries the call and its result and gets a call of its
+    own; `count_tokens` counts the conversation, more for the longer one."""
+    base_url = servers.gateway(stack_config(vllm.url), access_log=False)
+    tool = {"name": "file_ticket", "description": "File the ticket in a support queue.", "strict": True,
+            "input_schema": {"type": "object", "required": ["queue"], "properties": {
+                "queue": {"type": "string", "enum": sorted(QUEUES)}}}}
+    system = EVAL[0][0]["content"]
+    asked: list[Any] = [{"role": "user", "content": EVAL[0][1]["content"]}]
+    queues = []
+    with anthropic.Anthropic(base_url=base_url.removesuffix("/v1"), api_key="unused", max_retries=0,
+                             timeout=120) as a:
+        first = a.messages.count_tokens(model=BASE, system=system, messages=asked)
+        for turn in range(2):
+            message = a.messages.create(model=BASE, system=system, max_tokens=200, tools=[tool],
+                                        tool_choice={"type": "tool", "name": "file_ticket"},
+                                        messages=asked, extra_body={"temperature": 0})
+            assert message.stop_reason == "tool_use", message
+            [call] = [b for b in message.content if b.type == "tool_use"]
+            assert call.name == "file_ticket" and call.input["queue"] in QUEUES  # type: ignore[index]
+            queues.append(call.input["queue"])  # type: ignore[index]
+            asked += [{"role": "assistant", "content": [b.model_dump() for b in message.content]},
+                      {"role": "user", "content": [
+                          {"type": "tool_result", "tool_use_id": call.id, "content": f"filed in {call.input}"},
+                          *([{"type": "text", "text": EVAL[1][1]["content"]}] if turn == 0 else [])]}]
+        later = a.messages.count_tokens(model=BASE, system=system, messages=asked, tools=[tool])
+    assert len(queues) == 2
+    assert 0 < first.input_tokens < later.input_tokens
