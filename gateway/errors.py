@@ -435,6 +435,11 @@ class NotTranslatable(Skipped):
     type = "invalid_request_error"
     code = "unsupported_by_model"
 
+    def __init__(self, message: str, *, model: str = "", backend: str = "", param: str | None = None) -> None:
+        super().__init__(message, model=model, backend=backend)
+        self.param = param
+        """The field at fault, as the translation named it (`tools.1.type`)."""
+
 
 _KIND: dict[type[UpstreamError], str] = {
     UpstreamError: "error",
@@ -475,7 +480,7 @@ class AllAttemptsFailed(NanorouteError):
         self.type = last.type
         parts = "; ".join(f"{e.model} ({e.backend}): {e.message}" for e in self.errors)
         n = len(self.errors)
-        super().__init__(f"All {n} attempt(s) for policy '{policy}' failed: {parts}")
+        super().__init__(f"All {n} attempt(s) for policy '{policy}' failed: {parts}", param=last.param)
         self._public = (f"All {n} attempt(s) for policy '{policy}' failed: "
                         + "; ".join(f"{e.model}: {e.public}" for e in self.errors))
         self.rate_limited = all(e.rate_limited for e in self.errors)

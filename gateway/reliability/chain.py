@@ -188,7 +188,8 @@ class _Run(Generic[T]):
         if native is not None and speaks(self.req, backend):
             op, body, headers = native.op, native.body_for(model.upstream_name), native.headers
         elif native is not None and native.untranslatable is not None:
-            self._fail(NotTranslatable(native.untranslatable.message, model=model.name, backend=model.backend))
+            why = native.untranslatable
+            self._fail(NotTranslatable(why.message, model=model.name, backend=model.backend, param=why.param))
             return None
         else:
             op, body, headers = self.req.op, self.req.body_for(model.upstream_name, usage=backend.stream_usage), ()

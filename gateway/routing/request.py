@@ -38,6 +38,9 @@ class Native:
     untranslatable: InvalidRequest | None = None
     """Why the request has no chat completions translation (a built-in tool, say): then only a model that
     speaks its API may take it, and the chat body is a stand-in for routing's estimates only."""
+    sent: dict[str, Any] | None = None
+    """The client's own body where `body` is not it (the Responses API's, made stateless for the upstream):
+    the settings a translated answer echoes (`store`, `previous_response_id`, `metadata`)."""
 
     def body_for(self, upstream_model: str) -> bytes:
         if upstream_model == self.body.get("model"):

@@ -102,7 +102,16 @@ def test_previous_response_id_continues_from_the_store(servers: Servers, client:
         client(base, api_key="sk-bob-key-0123456789").responses.create(
             model="m", input="?", previous_response_id=first.id)
     assert other_key.value.code == "previous_response_not_found"
+    # what the client asked, echoed: not the stateless body a native upstream would get
+    assert (first.store, first.previous_response_id, first.metadata) == (True, None, {})
+    assert (second.store, second.previous_response_id) == (True, first.id)
+    with alice.responses.stream(model="m", input="And now?", previous_response_id=second.id,
+                                metadata={"team": "support"}) as stream:
+        streamed = [e.response for e in stream if e.type in ("response.created", "response.completed")]
+    assert [(r.store, r.previous_response_id, r.metadata) for r in streamed] == [
+        (True, second.id, {"team": "support"})] * 2
     unstored = alice.responses.create(model="m", input="Forget this.", store=False)
+    assert unstored.store is False
     with pytest.raises(openai.BadRequestError):
         alice.responses.create(model="m", input="?", previous_response_id=unstored.id)
 
@@ -130,9 +139,33 @@ def test_builtin_tools_are_refused_for_a_chat_model(servers: Servers, client: Cl
     up = servers.upstream("m")
     sdk = client(servers.gateway(single_model(up)))
     with pytest.raises(openai.BadRequestError) as refused:
-        sdk.responses.create(model="m", input="news?", tools=[{"type": "web_search"}])
+        sdk.responses.create(model="m", input="news?", tools=[TOOL, {"type": "web_search"}])
     assert "web_search" in refused.value.message
+    assert (refused.value.param, refused.value.code) == ("tools.1.type", "unsupported_by_model")
     assert up.served == []
+
+
+@pytest.mark.parametrize(("field", "value"), [("conversation", "conv_123"), ("prompt", {"id": "pmpt_123"})])
+def test_what_openai_keeps_is_refused_for_a_chat_model(servers: Servers, client: Client, field: str,
+                                                       value: Any) -> None:
+    """A conversation or a saved prompt lives on OpenAI's servers: a translated model would answer without
+    it, unknown to the client."""
+    up = servers.upstream("m")
+    sdk = client(servers.gateway(single_model(up)))
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(model="m", input="What did I say?", extra_body={field: value})
+    assert refused.value.param == field and "OpenAI's servers" in refused.value.message
+    assert up.served == []
+
+
+def test_background_is_refused(servers: Servers, client: Client) -> None:
+    up = servers.upstream("m")
+    sdk = client(servers.gateway(single_model(up)))
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(model="m", input="hi", background=True)
+    assert refused.value.param == "background"
+    assert sdk.responses.create(model="m", input="hi", background=False).background is False
+    assert len(up.served) == 1
 
 
 NATIVE = """

@@ -44,6 +44,13 @@ class ResponsesIngress:
             chat, untranslatable = responses.to_chat(body, history), None
         except responses.Untranslatable as exc:  # a built-in tool, say: only OpenAI's own API may take it
             chat, untranslatable = stand_in(body, raw), exc
+        background = body.get("background")
+        if background is not None and not isinstance(background, bool):
+            raise InvalidRequest("'background' must be a boolean", param="background")
+        if background:  # OpenAI runs one only with store: true upstream, which the gateway never asks for
+            raise InvalidRequest("Background responses are not supported: the gateway answers while the request "
+                                 "waits and keeps no run to poll; leave out 'background', or stream the answer",
+                                 param="background")
         store = body.get("store")  # unset: true, as OpenAI's
         if store is not None and not isinstance(store, bool):
             raise InvalidRequest("'store' must be a boolean", param="store")
@@ -55,7 +62,7 @@ class ResponsesIngress:
             ctx.turn = Turn(ctx.record.key_id, items)
         native = _stateless(body, items if history or isinstance(body.get("input"), list) else None)
         return translated(ctx, chat, Native(Operation.RESPONSES, native, orjson.dumps(native),
-                                            untranslatable=untranslatable), body.get("metadata"))
+                                            untranslatable=untranslatable, sent=body), body.get("metadata"))
 
     async def _history(self, ctx: RequestContext, body: dict[str, Any]) -> list[dict[str, Any]] | None:
         previous = body.get("previous_response_id")
@@ -76,9 +83,7 @@ class ResponsesIngress:
         if native:
             doc, body = reply.parsed, reply.body
         else:
-            req = ctx.request
-            assert req is not None and req.native is not None
-            doc = responses.from_chat(reply.parsed, req.native.body, _response_id(), int(time.time()))
+            doc = responses.from_chat(reply.parsed, _sent(ctx), _response_id(), int(time.time()))
             body = orjson.dumps(doc)
         if ctx.turn is not None:
             ctx.answer = doc  # for the store (pipeline.observers.Stored)
@@ -87,12 +92,17 @@ class ResponsesIngress:
     def tap(self, ctx: RequestContext, native: bool) -> Tap:
         if native:
             return TypedTap(responses.error_event)
-        req = ctx.request
-        assert req is not None and req.native is not None
-        return responses.StreamTranslator(req.native.body, _response_id(), int(time.time()))
+        return responses.StreamTranslator(_sent(ctx), _response_id(), int(time.time()))
 
     def error_body(self, exc: NanorouteError) -> bytes:
         return exc.envelope()
+
+
+def _sent(ctx: RequestContext) -> dict[str, Any]:
+    """The client's request, whose settings a translated answer echoes (not the stateless upstream body)."""
+    req = ctx.request
+    assert req is not None and req.native is not None and req.native.sent is not None
+    return req.native.sent
 
 
 _RESOLVED_HERE = frozenset({"previous_response_id", "metadata"})

@@ -52,11 +52,20 @@ def to_chat(body: dict[str, Any], history: list[dict[str, Any]] | None = None) -
     messages += _messages(list(history or ()), _input(body.get("input")))
     if not messages:
         raise Untranslatable("The request has no input", param="input")
+    for name in _KEPT_BY_OPENAI:
+        if body.get(name) is not None:
+            raise Untranslatable(f"'{name}' names {_KEPT_BY_OPENAI[name]} kept on OpenAI's servers; the model this "
+                                 "request was routed to cannot read it", param=name)
     chat: dict[str, Any] = {"model": model, "messages": messages}
     _options(body, chat)
     _tools(body, chat)
     _text_format(body.get("text"), chat)
     return chat
+
+
+_KEPT_BY_OPENAI = {"conversation": "a conversation", "prompt": "a prompt template"}
+"""Fields that refer to what OpenAI keeps for the client: only OpenAI's own API can resolve them, as an
+`item_reference` (a translated model would answer without their context, and nobody would know)."""
 
 
 def input_items(body: dict[str, Any], history: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:

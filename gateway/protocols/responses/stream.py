@@ -294,7 +294,7 @@ class StreamTranslator:
         else:
             arguments = "".join(item.arguments)
             self._event("response.function_call_arguments.done", {"item_id": item.id, "output_index": item.index,
-                                                                  "arguments": arguments})
+                                                                  "name": item.name, "arguments": arguments})
             whole = _call_item(item.id, item.call_id, item.name, arguments, status)
         self._items.append(whole)
         self._event("response.output_item.done", {"output_index": item.index, "item": whole})

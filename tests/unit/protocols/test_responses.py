@@ -131,7 +131,7 @@ def test_options_are_translated_copied_or_dropped() -> None:
         "safety_identifier": "s", "prompt_cache_key": "k", "service_tier": "flex", "parallel_tool_calls": False,
         "reasoning": {"effort": "low", "summary": "auto"}, "metadata": {"team": "a"}, "store": True,
         "previous_response_id": "resp_0", "include": ["reasoning.encrypted_content"], "background": False,
-        "truncation": "auto", "conversation": "conv_1", "prompt": {"id": "p"}, "unknown_field": 1,
+        "truncation": "auto", "unknown_field": 1,
         "text": {"format": {"type": "text"}, "verbosity": "low"},
     }
     assert to_chat(body) == {
@@ -139,6 +139,13 @@ def test_options_are_translated_copied_or_dropped() -> None:
         "top_p": 0.9, "user": "u", "safety_identifier": "s", "prompt_cache_key": "k", "service_tier": "flex",
         "parallel_tool_calls": False, "reasoning_effort": "low", "verbosity": "low",
     }
+
+
+@pytest.mark.parametrize("field", ["conversation", "prompt"])
+def test_what_openai_keeps_for_the_client_is_not_translated(field: str) -> None:
+    with pytest.raises(Untranslatable) as caught:
+        to_chat({"model": "m", "input": "hi", field: "conv_1" if field == "conversation" else {"id": "p"}})
+    assert caught.value.param == field
 
 
 def test_a_stream_asks_for_usage() -> None:
@@ -438,8 +445,8 @@ def test_text_then_two_tool_calls_with_fragmented_arguments() -> None:
     added = out[8]["item"]
     assert (added["type"], added["status"], added["arguments"], added["call_id"], added["name"]) == (
         "function_call", "in_progress", "", "call_a", "get_weather")
-    assert [e["arguments"] for e in out if e["type"] == "response.function_call_arguments.done"] == [
-        '{"city":"Paris"}', '{"tz":"CET"}']
+    assert [(e["name"], e["arguments"]) for e in out if e["type"] == "response.function_call_arguments.done"] == [
+        ("get_weather", '{"city":"Paris"}'), ("get_time", '{"tz":"CET"}')]
     for event in out:
         EVENTS.validate_python(event)
     seen, final = through_the_sdk(translate(TOOLS))
