@@ -25,6 +25,7 @@ The tree::
         ├── UpstreamRateLimited         429 from the upstream; `retry_after` when it said
         ├── UpstreamServerError         502 the upstream answered 5xx
         ├── UpstreamMalformed           502 the upstream answered something that is not what the protocol says
+        │   └── UpstreamCut                 its body ended before its end (the connection dropped)
         ├── UpstreamAuthFailed          502 the upstream rejected the gateway's own credentials
         ├── UpstreamModelNotFound       404 the upstream does not serve the model (the config's problem)
         ├── AdapterLoadFailed           502 vLLM would not load a LoRA adapter the config routes to
@@ -318,6 +319,13 @@ class UpstreamMalformed(UpstreamError):
     public_message = "the upstream sent a malformed answer"
 
 
+class UpstreamCut(UpstreamMalformed):
+    """The upstream's body ended before its end (a connection dropped mid-stream): counted as a malformed
+    answer, told as what happened."""
+
+    public_message = "the upstream's answer was cut off before its end"
+
+
 class UpstreamAuthFailed(UpstreamError):
     code = "upstream_auth_failed"
     public_message = "the upstream refused the gateway's credentials"
@@ -448,6 +456,7 @@ _KIND: dict[type[UpstreamError], str] = {
     UpstreamRateLimited: "rate_limited",
     UpstreamServerError: "server_error",
     UpstreamMalformed: "malformed",
+    UpstreamCut: "malformed",
     UpstreamAuthFailed: "auth",
     UpstreamModelNotFound: "model_not_found",
     AdapterLoadFailed: "adapter_load",

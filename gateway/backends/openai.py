@@ -34,6 +34,7 @@ from gateway.errors import (
     ContextLengthExceeded,
     UpstreamAuthFailed,
     UpstreamConnectError,
+    UpstreamCut,
     UpstreamError,
     UpstreamMalformed,
     UpstreamModelNotFound,
@@ -357,7 +358,7 @@ def _translated(exc: BaseException, model: str, backend: str) -> UpstreamError:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return UpstreamConnectError("upstream closed the connection before answering", **ids)
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return UpstreamMalformed("upstream sent a truncated or invalid body", **ids)
+        return UpstreamCut("upstream's body ended before its end (the connection was cut)", **ids)
     if isinstance(exc, aiohttp.ClientResponseError):
         return UpstreamMalformed(f"upstream sent an invalid HTTP response: {exc.message}", **ids)
     return UpstreamConnectError(f"connection to upstream failed: {type(exc).__name__}", **ids)

@@ -162,7 +162,7 @@ def test_a_stream_that_fails_after_the_first_byte_ends_with_an_error_event(
     with pytest.raises(openai.APIError) as info:
         for chunk in stream:
             received.append(chunk)
-    assert info.value.message == "the upstream sent a malformed answer"
+    assert info.value.message == "the upstream's answer was cut off before its end"
     assert received[0].choices[0].delta.content == "tok0 "
 
 

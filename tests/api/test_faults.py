@@ -125,7 +125,7 @@ def test_stream_falls_back_invisibly(setup: object, servers: Servers, client: Cl
 
 @pytest.mark.parametrize(("fault", "message"), [
     ("stall_mid", "the upstream stalled in the middle of the stream"),
-    ("cut", "the upstream sent a malformed answer"),
+    ("cut", "the upstream's answer was cut off before its end"),
 ])
 def test_a_stream_failing_midway_ends_with_an_error_event(
     setup: object, servers: Servers, client: Client, fault: str, message: str

@@ -86,5 +86,5 @@ def test_a_stream_cut_midway_ends_with_a_discreet_error_event(servers: Servers) 
     base = servers.gateway(one_backend(f"{{type: openai, url: {up.url}}}"))
     with httpx.stream("POST", f"{base}/chat/completions", json={**CHAT, "stream": True}) as resp:
         text = resp.read().decode()
-    assert '"message":"the upstream sent a malformed answer"' in text
+    assert '"message":"the upstream\'s answer was cut off before its end"' in text
     assert_discreet(text, up.port)
