@@ -27,7 +27,8 @@ def from_chat(reply: dict[str, Any], message_id: str) -> dict[str, Any]:
     message = choice.get("message")
     message = message if isinstance(message, dict) else {}
     content: list[dict[str, Any]] = []
-    if text := _reply_text(message.get("content")) or _reply_text(message.get("refusal")):
+    refusal = _reply_text(message.get("refusal"))
+    if text := _reply_text(message.get("content")) or refusal:
         content.append({"type": "text", "text": text})
     calls = message.get("tool_calls")
     for i, call in enumerate(calls if isinstance(calls, list) else []):
@@ -40,7 +41,8 @@ def from_chat(reply: dict[str, Any], message_id: str) -> dict[str, Any]:
         "role": "assistant",
         "model": reply.get("model") or "",
         "content": content,
-        "stop_reason": _stop_reason(choice.get("finish_reason"), any(b["type"] == "tool_use" for b in content)),
+        "stop_reason": _stop_reason(choice.get("finish_reason"), any(b["type"] == "tool_use" for b in content),
+                                    bool(refusal)),
         "stop_sequence": None,
         "usage": _usage(usage if isinstance(usage, dict) else None),
     }
@@ -79,11 +81,14 @@ def _arguments(arguments: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _stop_reason(finish_reason: Any, called: bool) -> str:
+def _stop_reason(finish_reason: Any, called: bool, refused: bool = False) -> str:
     """Anthropic's stop reason for a chat finish reason. An answer that calls a tool stopped for `tool_use`
-    even where chat says `stop`: OpenAI and vLLM say so for a tool named in `tool_choice`."""
+    even where chat says `stop`: OpenAI and vLLM say so for a tool named in `tool_choice`. One that holds a
+    refusal (OpenAI's `refusal`) stopped for `refusal`, as Anthropic's own do."""
     reason = _STOP_REASONS.get(finish_reason, "end_turn") if isinstance(finish_reason, str) else "end_turn"
-    return "tool_use" if called and reason == "end_turn" else reason
+    if reason != "end_turn":
+        return reason
+    return "tool_use" if called else "refusal" if refused else reason
 
 
 def _usage(usage: dict[str, Any] | None) -> dict[str, int]:

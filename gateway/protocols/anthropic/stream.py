@@ -41,6 +41,7 @@ class StreamTranslator:
         self._tools: dict[object, int] = {}
         self._last_tool: object = None
         self._stop: str | None = None  # the chat finish reason
+        self._refused = False
 
     def feed(self, data: bytes) -> bytes:
         """The Messages events that the complete lines of `data` (with what was pending) make."""
@@ -110,6 +111,7 @@ class StreamTranslator:
         if isinstance(delta, dict):
             text = delta.get("content") or delta.get("refusal")
             if isinstance(text, str) and text:
+                self._refused = self._refused or text is delta.get("refusal")
                 self._text(text, out)
             calls = delta.get("tool_calls")
             for call in calls if isinstance(calls, list) else []:
@@ -175,7 +177,7 @@ class StreamTranslator:
             return
         self._start(None, out)
         self._close_block(out)
-        delta = {"stop_reason": _stop_reason(self._stop, bool(self._tools)), "stop_sequence": None}
+        delta = {"stop_reason": _stop_reason(self._stop, bool(self._tools), self._refused), "stop_sequence": None}
         out.append(_sse("message_delta", {"type": "message_delta", "delta": delta, "usage": _usage(self.usage)}))
         out.append(_MESSAGE_STOP)
         self.done = True

@@ -356,6 +356,15 @@ def test_a_tool_called_by_name_stops_for_tool_use() -> None:
 def test_a_refusal_is_told_as_text() -> None:
     reply = completion({"role": "assistant", "content": None, "refusal": "I can't help with that."})
     assert from_chat(reply, "m")["content"] == [{"type": "text", "text": "I can't help with that."}]
+    assert from_chat(reply, "m")["stop_reason"] == "refusal"
+
+
+def test_a_streamed_refusal_stops_for_refusal() -> None:
+    stream = sse(chunk({"role": "assistant", "content": None}), chunk({"refusal": "I can't."}),
+                 chunk({}, "stop")) + DONE
+    out = events(translate([stream]))
+    assert out[3][1]["delta"] == {"type": "text_delta", "text": "I can't."}
+    assert out[-2][1]["delta"]["stop_reason"] == "refusal"
 
 
 def test_missing_usage_counts_zero() -> None:
