@@ -11,9 +11,11 @@ go to /dev/null.
 
 `--api responses` and `--api messages` send the same request through OpenAI's Responses API and
 Anthropic's Messages API: the mock speaks chat completions only, so each is translated both ways; the
-difference with `--api chat` is what translation costs. `--native` (with `--api responses`) points the
-backend at `bench/native_mock.py`, which speaks the Responses API, marked `native: [responses]`: the
-request and the answer pass through untranslated, as with OpenAI's own API.
+difference with `--api chat` is what translation costs. `--native` points the backend at
+`bench/native_mock.py`, which speaks both: with `--api responses` an `openai` backend marked
+`native: [responses]`, as with OpenAI's own API; with `--api messages` a `litellm` backend for provider
+`anthropic`, whose Messages requests go to the mock as they would to api.anthropic.com. The request and
+the answer pass through untranslated.
 """
 
 from __future__ import annotations
@@ -80,7 +82,11 @@ async def one(app: Any, raw: bytes, marks: list[float], path: str = PATHS["chat"
 async def run(n: int, warmup: int, stream: bool, mock_url: str, api: str = "chat",
               native: bool = False) -> dict[str, float]:
     config = CONFIG.replace("{mock_url}", mock_url)
-    if native:
+    if native and api == "messages":
+        os.environ.setdefault("NANOROUTE_BENCH_ANTHROPIC_KEY", "sk-ant-bench")
+        config = config.replace('{type: openai, url: "' + mock_url + '/v1"}', '{type: litellm, provider: anthropic, '
+                                'api_key_env: NANOROUTE_BENCH_ANTHROPIC_KEY, url: "' + mock_url + '"}')
+    elif native:
         config = config.replace('url: "' + mock_url + '/v1"}', 'url: "' + mock_url + '/v1", native: [responses]}')
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(config)
@@ -119,7 +125,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2000)
     ap.add_argument("--json", action="store_true", help="JSON requests instead of streams")
     ap.add_argument("--api", choices=list(PATHS), default="chat", help="the API the requests come in by")
-    ap.add_argument("--native", action="store_true", help="a Responses API mock, passed through (--api responses)")
+    ap.add_argument("--native", action="store_true", help="a mock that speaks the API, passed through "
+                    "(--api responses or messages)")
     ap.add_argument("--cpu", default="1", help="pin this process to this CPU ('' for no pin)")
     ap.add_argument("--mock-cpu", default="0")
     a = ap.parse_args()

@@ -1,10 +1,11 @@
-"""A mock upstream that speaks OpenAI's Responses API (`POST /v1/responses`, JSON and streams), for
-`bench/hotpath.py --native`: the gateway relays its answers as they are, as it does for api.openai.com.
+"""A mock upstream that speaks OpenAI's Responses API (`POST /v1/responses`) and Anthropic's Messages API
+(`POST /v1/messages`), JSON and streams, for `bench/hotpath.py --native`: the gateway relays its answers
+as they are, as it does for api.openai.com and api.anthropic.com.
 
     python bench/native_mock.py --port 8001
 
-The answer is ten text deltas, like the shared harness's chat mock, with the Responses API's framing
-events around them, each body encoded once at start.
+The answer is ten text deltas, like the shared harness's chat mock, with each API's framing events around
+them, each body encoded once at start.
 """
 
 from __future__ import annotations
@@ -50,14 +51,39 @@ def bodies() -> tuple[bytes, bytes]:
     return json.dumps(done).encode(), stream
 
 
+def _sse(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+
+
+def messages_bodies() -> tuple[bytes, bytes]:
+    """Anthropic's Message, and its stream: `message_start`, `ping`, one text block of ten deltas,
+    `message_delta` with the usage, `message_stop`."""
+    message = {"id": "msg_mock", "type": "message", "role": "assistant", "model": "mock-small",
+               "content": [{"type": "text", "text": "".join(WORDS)}], "stop_reason": "end_turn",
+               "stop_sequence": None, "usage": {"input_tokens": 12, "output_tokens": 10}}
+    start = {**message, "content": [], "stop_reason": None, "usage": {"input_tokens": 12, "output_tokens": 1}}
+    stream = _sse([
+        {"type": "message_start", "message": start},
+        {"type": "ping"},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}} for w in WORDS),
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+         "usage": {"output_tokens": 10}},
+        {"type": "message_stop"},
+    ])
+    return json.dumps(message).encode(), stream
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     port = ap.parse_args().port
-    whole, stream = bodies()
+    answers = {"/v1/responses": bodies(), "/v1/messages": messages_bodies()}
 
-    async def responses(request: web.Request) -> web.StreamResponse:
+    async def answer(request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        whole, stream = answers[request.path]
         if not body.get("stream"):
             return web.Response(body=whole, content_type="application/json")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -67,7 +93,8 @@ def main() -> None:
         return resp
 
     app = web.Application()
-    app.router.add_post("/v1/responses", responses)
+    for path in answers:
+        app.router.add_post(path, answer)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
