@@ -27,7 +27,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from starlette.exceptions import HTTPException
 
 from gateway import __version__, pipeline, tracing
-from gateway.api import admin, feedback, health, keys, metrics, models, openapi
+from gateway.api import admin, feedback, health, keys, metrics, models, openapi, responses
 from gateway.api.cors import Cors
 from gateway.backends import Backend, VllmHooks, build_backend
 from gateway.capture.capture import Capture
@@ -272,6 +272,7 @@ def _build_api(gw: Gateway) -> FastAPI:
     api.include_router(admin.router)
     api.include_router(keys.router)
     api.include_router(feedback.router)
+    api.include_router(responses.router)
     if gw.settings.admin_key is not None and gw.settings.console:
         api.include_router(console.router)
     gw.openapi = openapi.document(api, gw.pipeline.routes)

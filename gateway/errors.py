@@ -11,6 +11,7 @@ The tree::
     │   │   └── ModelNotAllowed         403 the key may not use that model (the config's `keys`)
     │   ├── NotFound                    404 a disabled endpoint
     │   │   └── ModelNotFound           404 no policy matches and no catalog model has that name
+    │   ├── ResponseNotFound            404 no stored response by that id for this key (the Responses API)
     │   ├── UnknownPath                 404 no endpoint at this path (OpenAI's "Invalid URL (GET /v1/foo)")
     │   ├── MethodNotAllowed            405 a proxied endpoint called with another method than POST
     │   ├── PayloadTooLarge             413 body over the configured limit
@@ -144,6 +145,16 @@ class ModelNotAllowed(PermissionDenied):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, param="model")
+
+
+class ResponseNotFound(ClientError):
+    """A stored response that is not there for this key (unknown, expired, deleted, or another key's): OpenAI's
+    words and type for it."""
+
+    status = 404
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(f"Response with id '{_clip(response_id)}' not found.")
 
 
 class UnknownPath(ClientError):

@@ -1,4 +1,5 @@
-"""FastAPI dependencies shared by the routers beside the pipeline (models, health, admin, feedback, metrics).
+"""FastAPI dependencies shared by the routers beside the pipeline (models, health, admin, feedback, metrics,
+stored responses).
 
 Routers see the gateway through `GatewayView`, the few parts they read, rather than the app itself.
 """
@@ -19,6 +20,7 @@ from gateway.pipeline.admission.keys import KeyCheck, presented
 from gateway.pipeline.context import Snapshot
 from gateway.predictions import Predictions
 from gateway.rollout import Rollouts
+from gateway.store.turns import Turns
 
 
 class GatewayView(Protocol):
@@ -30,6 +32,7 @@ class GatewayView(Protocol):
     registry: Registry
     governor: Governor
     predictions: Predictions
+    turns: Turns | None
 
     @property
     def ready(self) -> bool: ...

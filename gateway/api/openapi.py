@@ -80,6 +80,9 @@ _ENDPOINTS: dict[str, tuple[str, Schema, bool, str]] = {
         ["model", "input"], input=_TEXT_OR_LIST, instructions={"type": "string"}, stream=_STREAM,
         max_output_tokens=_MAX_TOKENS, previous_response_id={"type": "string"}, store={"type": "boolean"},
         metadata=_METADATA, timeout=_TIMEOUT), True, "openai"),
+    "/v1/responses/input_tokens": ("Count a Responses request's input tokens (OpenAI), answered by the gateway",
+                                   _body(["model"], input=_TEXT_OR_LIST, instructions={"type": "string"},
+                                         previous_response_id={"type": "string"}), False, "openai"),
     "/v1/messages": ("Messages (Anthropic's Messages API)", _body(
         ["model", "messages", "max_tokens"], messages=_ANTHROPIC_MESSAGES, system=_ANTHROPIC_BLOCKS,
         max_tokens={**_MAX_TOKENS, "minimum": 1}, stream=_STREAM, metadata=_METADATA, timeout=_TIMEOUT),
@@ -109,6 +112,9 @@ _ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("/v1/models", "get"): (401,),
     ("/v1/models/{name}", "get"): (401, 404),
     ("/v1/feedback", "post"): (400, 401, 413, 503),
+    ("/v1/responses/{response_id}", "get"): (401, 404, 503),
+    ("/v1/responses/{response_id}", "delete"): (401, 404, 503),
+    ("/v1/responses/{response_id}/input_items", "get"): (400, 401, 404, 503),
     ("/admin/rollouts/{policy}", "post"): (400,),
     ("/admin/reload", "post"): (422,),
     ("/admin/explain", "post"): (400, 403, 404, 503),
@@ -171,7 +177,7 @@ def _proxied(path: str) -> Schema:
     summary, body, streams, protocol = _ENDPOINTS.get(path, (path, _body(["model"]), True, "openai"))
     error = _ANTHROPIC_ERROR if protocol == "anthropic" else _OPENAI_ERROR
     answer: Schema = {JSON: {"schema": {"type": "object"}}}
-    if path == "/v1/messages/count_tokens":
+    if path in ("/v1/messages/count_tokens", "/v1/responses/input_tokens"):
         answer = {JSON: {"schema": {"type": "object", "required": ["input_tokens"],
                                     "properties": {"input_tokens": {"type": "integer", "minimum": 0}}}}}
     if streams:

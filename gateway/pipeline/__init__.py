@@ -31,8 +31,6 @@ from collections.abc import Awaitable, Iterable
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-import orjson
-
 from gateway.backends.base import Operation
 from gateway.capture.capture import Capture
 from gateway.errors import ClientError, MethodNotAllowed, NanorouteError, PolicyUnmet, StorageUnavailable
@@ -154,7 +152,7 @@ class Pipeline:
         if ctx.op is Operation.COUNT_TOKENS:  # answered here: the model exists and the key may use it
             rec.status = 200
             count = prompt_tokens(req, ctx.state.signals)
-            await send_json(ctx, orjson.dumps({"input_tokens": count}), send)
+            await send_json(ctx, ctx.ingress.count_body(count), send)
             return
         # The request runs to its end on the snapshot it started with, whatever a reload swaps in meanwhile.
         if not await _cancel_on_disconnect(receive, relay(ctx, send), rec):

@@ -25,7 +25,7 @@ PROXIED = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
 """Paths the pipeline serves today; every one it serves must be in the document (asserted below)."""
 SERVED_BY_FASTAPI = {"/v1/models", "/v1/models/{name}", "/v1/feedback", "/healthz", "/readyz", "/metrics",
                      "/admin/config", "/admin/backends", "/admin/rollouts", "/admin/rollouts/{policy}", "/admin/reload",
-                     "/admin/explain"}
+                     "/admin/explain", "/v1/responses/{response_id}", "/v1/responses/{response_id}/input_items"}
 
 
 def _root(servers: Servers, tmp_path: Path, **settings: Any) -> str:
@@ -55,7 +55,7 @@ def test_the_document_describes_every_endpoint(servers: Servers, http: httpx.Cli
         assert {"400", "401", "403", "404", "413", "429", "502", "503", "504"} <= set(op["responses"])
         assert "application/json" in op["responses"]["200"]["content"]
         assert "Retry-After" in op["responses"]["429"]["headers"]
-    for path in served - {"/v1/embeddings", "/v1/messages/count_tokens"}:
+    for path in served - {"/v1/embeddings", "/v1/messages/count_tokens", "/v1/responses/input_tokens"}:
         assert "text/event-stream" in paths[path]["post"]["responses"]["200"]["content"]
     for path, item in paths.items():
         for op in item.values():  # a bad request is a 400; only a reload of an invalid config is a 422

@@ -266,3 +266,64 @@ def test_a_store_that_does_not_open_leaves_the_rest_serving(servers: Servers, cl
         sdk.responses.create(model="m", input="?", previous_response_id=first.id)
     assert (down.value.status_code, down.value.code) == (503, "storage_unavailable")
     assert str(blocked) not in down.value.message  # where it is kept is the operator's to know
+
+
+def test_a_stored_response_is_read_back_listed_and_deleted(servers: Servers, client: Client) -> None:
+    """`responses.retrieve`, `input_items.list` and `delete` on the gateway's store, for the key that made
+    the response; another key, like an unknown or deleted id, gets OpenAI's 404."""
+    up = servers.upstream("m")
+    keys = "alice=sk-alice-key-0123456789,bob=sk-bob-key-0123456789"
+    base = servers.gateway(single_model(up), api_keys=keys)
+    alice, bob = client(base, api_key="sk-alice-key-0123456789"), client(base, api_key="sk-bob-key-0123456789")
+    first = alice.responses.create(model="m", instructions="Be brief.", input="My name is Ada.")
+    second = alice.responses.create(model="m", input=[{"role": "user", "content": "And mine?"}],
+                                    previous_response_id=first.id, metadata={"team": "support"})
+    again = alice.responses.retrieve(second.id)
+    assert again.model_dump() == second.model_dump()  # as it was answered
+    items = alice.responses.input_items.list(second.id)
+    assert [(i.type, i.role, i.content[0].text) for i in items.data] == [  # type: ignore[union-attr]
+        ("message", "user", "And mine?"), ("message", "assistant", "Hello from the fake upstream."),
+        ("message", "user", "My name is Ada.")]  # newest first: this turn's input, then the earlier turn
+    assert len({i.id for i in items.data}) == 3 and items.has_more is False
+    page = alice.responses.input_items.list(second.id, order="asc", limit=1, after=items.data[2].id)
+    assert [i.id for i in page.data] == [items.data[1].id] and page.has_more is True
+    assert alice.responses.input_items.list(second.id).data[0].id == items.data[0].id  # the same ids each time
+    for who, rid in ((bob, second.id), (alice, "resp_unknown")):
+        with pytest.raises(openai.NotFoundError) as missing:
+            who.responses.retrieve(rid)
+        assert missing.value.body == {"message": f"Response with id '{rid}' not found.",  # OpenAI's words
+                                      "type": "invalid_request_error", "param": None, "code": None}
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.delete(second.id)
+    alice.responses.delete(second.id)
+    with pytest.raises(openai.NotFoundError):
+        alice.responses.retrieve(second.id)
+    with pytest.raises(openai.BadRequestError) as gone:
+        alice.responses.create(model="m", input="?", previous_response_id=second.id)
+    assert gone.value.code == "previous_response_not_found"
+    assert alice.responses.retrieve(first.id).id == first.id  # the earlier turn is kept
+
+
+def test_nothing_is_read_back_when_the_store_is_off(servers: Servers, client: Client) -> None:
+    up = servers.upstream("m")
+    sdk = client(servers.gateway(single_model(up), responses_store=False))
+    answered = sdk.responses.create(model="m", input="hi", store=False)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(answered.id)
+    with pytest.raises(openai.BadRequestError) as bad:
+        sdk.responses.input_items.list(answered.id, limit=500)
+    assert bad.value.status_code == 400
+
+
+def test_input_tokens_are_counted_by_the_gateway(servers: Servers, client: Client) -> None:
+    up = servers.upstream("m")
+    sdk = client(servers.gateway(single_model(up)))
+    short = sdk.responses.input_tokens.count(model="m", input="hi")
+    long = sdk.responses.input_tokens.count(model="m", input="hello there " * 50, instructions="Be brief.")
+    assert short.object == "response.input_tokens" and 0 < short.input_tokens < long.input_tokens
+    first = sdk.responses.create(model="m", input="hello there " * 50)
+    continued = sdk.responses.input_tokens.count(model="m", input="hi", previous_response_id=first.id)
+    assert continued.input_tokens > long.input_tokens - 10  # the earlier turn counts too
+    assert len(up.served) == 1  # only the response asked the upstream
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.input_tokens.count(model="nope", input="hi")

@@ -40,6 +40,14 @@ class Ingress(Protocol):
     def error_body(self, exc: NanorouteError) -> bytes:
         """The error as the protocol's clients expect it."""
 
+    def count_body(self, tokens: int) -> bytes:
+        """The answer to a token count (`Operation.COUNT_TOKENS`), for an ingress that serves one."""
+
+
+def openai_count(tokens: int) -> bytes:
+    """A token count as OpenAI's API words it."""
+    return b'{"object":"response.input_tokens","input_tokens":%d}' % tokens
+
 
 def header_text(value: bytes | None) -> str | None:
     """A request header's value as text (HTTP's latin-1), or None when it was not sent."""

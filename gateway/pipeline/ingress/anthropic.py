@@ -69,6 +69,9 @@ class AnthropicIngress:
     def error_body(self, exc: NanorouteError) -> bytes:
         return anthropic.error_body(exc)
 
+    def count_body(self, tokens: int) -> bytes:
+        return orjson.dumps({"input_tokens": tokens})
+
 
 def _message_id() -> str:
     return "msg_" + os.urandom(12).hex()

@@ -12,7 +12,7 @@ from types import MappingProxyType
 from gateway.backends.base import Operation, Reply
 from gateway.errors import NanorouteError
 from gateway.pipeline.context import RequestContext
-from gateway.pipeline.ingress import header_text
+from gateway.pipeline.ingress import header_text, openai_count
 from gateway.pipeline.sse import Tap, UsageTap
 from gateway.routing.cascade import strip_logprobs
 from gateway.routing.request import RoutedRequest, parse_request
@@ -42,3 +42,7 @@ class OpenAIIngress:
 
     def error_body(self, exc: NanorouteError) -> bytes:
         return exc.envelope()
+
+    def count_body(self, tokens: int) -> bytes:
+        """OpenAI's token count (`POST /v1/responses/input_tokens`); no route of this ingress asks for one."""
+        return openai_count(tokens)

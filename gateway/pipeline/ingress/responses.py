@@ -23,7 +23,7 @@ import orjson
 from gateway.backends.base import Operation, Reply
 from gateway.errors import InvalidRequest, NanorouteError
 from gateway.pipeline.context import RequestContext
-from gateway.pipeline.ingress import translated
+from gateway.pipeline.ingress import openai_count, translated
 from gateway.pipeline.sse import Tap, TypedTap
 from gateway.protocols import responses
 from gateway.routing.request import Native, RoutedRequest, json_object, stand_in
@@ -31,7 +31,10 @@ from gateway.store.turns import Turn, Turns
 
 
 class ResponsesIngress:
-    routes: Mapping[str, Operation] = MappingProxyType({"/v1/responses": Operation.RESPONSES})
+    routes: Mapping[str, Operation] = MappingProxyType({
+        "/v1/responses": Operation.RESPONSES,
+        "/v1/responses/input_tokens": Operation.COUNT_TOKENS,
+    })
 
     def __init__(self, turns: Turns | None) -> None:
         self.turns = turns
@@ -40,6 +43,9 @@ class ResponsesIngress:
     async def parse(self, ctx: RequestContext, raw: bytes) -> RoutedRequest:
         body = json_object(raw)
         history = await self._history(ctx, body)
+        if ctx.op is Operation.COUNT_TOKENS:  # the tokens the request would send, once routed like one
+            return translated(ctx, responses.to_chat(body, history), Native(Operation.RESPONSES, body, raw),
+                              body.get("metadata"))
         try:
             chat, untranslatable = responses.to_chat(body, history), None
         except responses.Untranslatable as exc:  # a built-in tool, say: only OpenAI's own API may take it
@@ -96,6 +102,9 @@ class ResponsesIngress:
 
     def error_body(self, exc: NanorouteError) -> bytes:
         return exc.envelope()
+
+    def count_body(self, tokens: int) -> bytes:
+        return openai_count(tokens)
 
 
 def _sent(ctx: RequestContext) -> dict[str, Any]:
