@@ -99,7 +99,7 @@ def _plain_text(content: Any, path: str) -> str:
         if kind != "text":
             raise Untranslatable(f"a '{kind}' block cannot be sent here; only text blocks can", param=f"{where}.type")
         texts.append(_text(block, where))
-    return _JOIN.join(texts)
+    return _JOIN.join(t for t in texts if t)
 
 
 def _messages(messages: Any) -> list[dict[str, Any]]:
@@ -145,7 +145,7 @@ def _user(content: str | list[Any], path: str) -> list[dict[str, Any]]:
         return results
     if any(part["type"] == "image_url" for part in parts):
         return [*results, {"role": "user", "content": parts}]
-    return [*results, {"role": "user", "content": _JOIN.join(part["text"] for part in parts)}]
+    return [*results, {"role": "user", "content": _JOIN.join(part["text"] for part in parts if part["text"])}]
 
 
 def _assistant(content: str | list[Any], path: str) -> dict[str, Any]:
@@ -162,7 +162,8 @@ def _assistant(content: str | list[Any], path: str) -> dict[str, Any]:
             calls.append(_tool_call(block, where))
         elif kind not in _DROPPED_BLOCKS:
             raise _unsupported_block(kind, where)
-    message: dict[str, Any] = {"role": "assistant", "content": _JOIN.join(texts) if texts or not calls else None}
+    message: dict[str, Any] = {"role": "assistant",
+                               "content": _JOIN.join(t for t in texts if t) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
     return message

@@ -187,6 +187,13 @@ def test_an_assistant_turn_of_thinking_alone_keeps_its_place() -> None:
     assert to_chat(body)["messages"][1]["content"] == ""
 
 
+def test_empty_text_blocks_add_no_blank_lines() -> None:
+    body = request(system=[{"type": "text", "text": "Be brief."}, {"type": "text", "text": ""}], messages=[
+        {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": ""}]},
+        {"role": "assistant", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "hello"}]}])
+    assert [m["content"] for m in to_chat(body)["messages"]] == ["Be brief.", "hi", "hello"]
+
+
 def test_a_strict_tool_stays_strict() -> None:
     """`strict: true` asks for inputs that match the schema: vLLM holds a named tool's arguments to its schema
     only when the function says so."""
