@@ -117,7 +117,7 @@ class TypedTap(UsageTap):
 
     def feed(self, data: bytes) -> bytes:
         ready = super().feed(data)
-        if b'"type":"message_stop"' in ready:
+        if b"message_stop" in ready and _ends_message(ready):
             self.done = True
         return ready
 
@@ -138,6 +138,13 @@ class TypedTap(UsageTap):
             if isinstance(usage := response.get("usage"), dict):
                 self.usage = usage
         return False
+
+
+def _ends_message(ready: bytes) -> bool:
+    """Whether these whole events hold Messages' `message_stop`: its `event:` line, or its data however its JSON
+    is spaced (text that merely mentions it is inside a JSON string, where it can be neither)."""
+    return (ready.startswith(b"event: message_stop") or b"\nevent: message_stop" in ready
+            or b'"type":"message_stop"' in ready or b'"type": "message_stop"' in ready)
 
 
 def _find_usage(data: bytes, start: int) -> int:
