@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tests.api.console_stack import Operator, Stack, start
 from tests.fakes.redis import RedisServer, redis_binary
 from tests.fakes.servers import LoopThread, Servers
 from tests.unit.learned.routers import rows, three, train_router, write
@@ -70,3 +71,16 @@ def three_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A router trained on `three(300)` once per session, predicting `cheap`, `mid` and `strong`."""
     folder = tmp_path_factory.mktemp("three")
     return train_router(write(folder / "three.jsonl", three(300)), folder / "router")
+
+
+@pytest.fixture
+def stack(servers: Servers, tmp_path: Path) -> Stack:
+    """The console's gateway and its fakes (tests/api/console_stack.py), for the console's API and security tests."""
+    return start(servers, tmp_path)
+
+
+@pytest.fixture
+def operator(stack: Stack) -> Iterator[Operator]:
+    """An operator logged in to `stack`'s console."""
+    with Operator(stack.root).logged_in() as op:
+        yield op

@@ -5,7 +5,7 @@ and an adapter (`triage-lora`, its manifest under the test's folder). Policy `tr
 `large` and rolls the adapter out (it stays in shadow until an operator moves it: `min_samples` is high);
 policy `support` prefers the cheapest of `small` and `large`; `default` takes the rest to `small`. A team
 and a governed key spend, so the overview's ledger has rows. The console's step is short, so a test sees
-its figures within a second.
+its figures within a second. The fixtures `stack` and `operator` (tests/conftest.py) start it and log in.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from tests.fakes.vllm import FakeVllm
 ADMIN_KEY = "console-admin-key-0123456789"
 CLIENT_KEY = "sk-console-client-0123456789"
 STEP_S = 0.25
+PAGES = ("/ui", "/ui/policies", "/ui/rollouts", "/ui/replicas", "/ui/health")
+"""The console's pages, each behind a session."""
+AS_ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def config(tmp_path: Path, hosted: FakeUpstream, vllm: FakeVllm) -> str:
@@ -87,6 +90,12 @@ def start(servers: Servers, tmp_path: Path, **settings: Any) -> Stack:
     settings = {"admin_key": ADMIN_KEY, "api_keys": (f"console-client={CLIENT_KEY}",), "console_step_s": STEP_S,
                 "access_log": False, **settings}
     return Stack(servers.gateway(config(tmp_path, hosted, vllm), **settings), hosted, vllm)
+
+
+def rollout(stack: Stack) -> dict[str, object]:
+    """Policy `triage`'s rollout (the only one), as the admin API shows it."""
+    [found] = httpx.get(f"{stack.root}/admin/rollouts", headers=AS_ADMIN).json()["rollouts"]
+    return found  # type: ignore[no-any-return]
 
 
 CSRF = re.compile(r'<meta name="csrf-token" content="([0-9a-f]+)">')

@@ -9,34 +9,14 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.api.console_stack import ADMIN_KEY, Operator, Stack, start
+from tests.api.console_stack import ADMIN_KEY, AS_ADMIN, PAGES, Operator, Stack, rollout, start
 from tests.api.support import MESSAGES, wait_until
 from tests.fakes.servers import Servers, free_port
-
-PAGES = ("/ui", "/ui/policies", "/ui/rollouts", "/ui/replicas", "/ui/health")
-AS_ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-
-
-@pytest.fixture
-def stack(servers: Servers, tmp_path: Path) -> Stack:
-    return start(servers, tmp_path)
-
-
-@pytest.fixture
-def operator(stack: Stack) -> Iterator[Operator]:
-    with Operator(stack.root).logged_in() as op:
-        yield op
-
-
-def rollout(stack: Stack) -> dict[str, object]:
-    [found] = httpx.get(f"{stack.root}/admin/rollouts", headers=AS_ADMIN).json()["rollouts"]
-    return found  # type: ignore[no-any-return]
 
 
 def test_the_console_is_off_without_an_admin_key(servers: Servers, tmp_path: Path) -> None:

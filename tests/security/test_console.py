@@ -10,33 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.api.console_stack import ADMIN_KEY, Operator, Stack, start
-from tests.fakes.servers import Servers
-
-PAGES = ("/ui", "/ui/policies", "/ui/rollouts", "/ui/replicas", "/ui/health")
-AS_ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-
-
-@pytest.fixture
-def stack(servers: Servers, tmp_path: Path) -> Stack:
-    return start(servers, tmp_path)
-
-
-@pytest.fixture
-def operator(stack: Stack) -> Iterator[Operator]:
-    with Operator(stack.root).logged_in() as op:
-        yield op
+from tests.api.console_stack import ADMIN_KEY, AS_ADMIN, PAGES, Operator, Stack, rollout
 
 
 def stage(stack: Stack) -> str:
-    [found] = httpx.get(f"{stack.root}/admin/rollouts", headers=AS_ADMIN).json()["rollouts"]
-    return str(found["stage"])
+    return str(rollout(stack)["stage"])
 
 
 def test_login_sets_a_strict_cookie_that_holds_no_secret(stack: Stack) -> None:
