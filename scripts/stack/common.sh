@@ -69,6 +69,36 @@ wait_http() {
 # Is anything listening on 127.0.0.1:PORT?
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Start a service unless ours is running, then wait until it is ready; end the script when it is not.
+#   start_service NAME PIDFILE LOG URL TIMEOUT RUNNING STARTING -- COMMAND [ARG...]
+# The pid in PIDFILE alive: logs "RUNNING (pid P, port N)" and starts nothing. Otherwise URL's port must be
+# free; logs STARTING and runs COMMAND in the background, in a process group of its own (setsid: down.sh
+# stops it with its children), its output in LOG and its pid in PIDFILE. Then waits until URL answers 200,
+# at most TIMEOUT seconds; when it does not (or COMMAND exits first), prints LOG's last 30 lines and dies
+# "NAME did not start". Sets `pid`, for the caller's "ready" line.
+start_service() {
+  local name=$1 pid_file=$2 log_file=$3 url=$4 seconds=$5 running=$6 starting=$7 port
+  if [ "${8:-}" != "--" ] || [ $# -lt 9 ]; then
+    die "usage: start_service NAME PIDFILE LOG URL TIMEOUT RUNNING STARTING -- COMMAND [ARG...]"
+  fi
+  shift 8
+  port=${url#*://*:}
+  port=${port%%/*}
+  if pid=$(alive_pid "$pid_file"); then
+    log "$running (pid $pid, port $port)"
+  else
+    port_busy "$port" && die "port $port is taken by another process (not started by these scripts)"
+    log "$starting"
+    setsid "$@" </dev/null >"$log_file" 2>&1 &
+    pid=$!
+    echo "$pid" >"$pid_file"
+  fi
+  if ! wait_http "$url" "$seconds" "$pid" "$name (pid $pid)"; then
+    tail -n 30 "$log_file" >&2
+    die "$name did not start; log: $log_file"
+  fi
+}
+
 # Run a step unless its marker exists; write the marker only when the step succeeded.
 step_done() { [ -f "$STACK_DIR/done/$1" ]; }
 mark_done() { mkdir -p "$STACK_DIR/done" && date -u +%FT%TZ >"$STACK_DIR/done/$1"; }

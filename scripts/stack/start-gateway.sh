@@ -14,21 +14,14 @@ if [ ! -s "$ADMIN_KEY_FILE" ]; then
   (umask 077 && "$PYTHON" -c "import secrets; print(secrets.token_urlsafe(24))" >"$ADMIN_KEY_FILE")
 fi
 
-if pid=$(alive_pid "$pid_file"); then
-  log "gateway already running (pid $pid, port $GATEWAY_PORT)"
-else
-  port_busy "$GATEWAY_PORT" && die "port $GATEWAY_PORT is taken by another process (not started by these scripts)"
+# The config is checked only when the gateway is to be started here (a busy port is start_service's to refuse).
+if ! alive_pid "$pid_file" >/dev/null && ! port_busy "$GATEWAY_PORT"; then
   "$PROJECT_VENV/bin/nanoroute" check "$STACK_CONFIG" >/dev/null
-  log "starting the gateway on 127.0.0.1:$GATEWAY_PORT with ${STACK_CONFIG#"$REPO_DIR"/} (log: $log_file)"
-  NANOROUTE_ADMIN_KEY="$(cat "$ADMIN_KEY_FILE")" \
-    setsid "$PROJECT_VENV/bin/nanoroute" serve --config "$STACK_CONFIG" --host 127.0.0.1 --port "$GATEWAY_PORT" \
-    </dev/null >"$log_file" 2>&1 &
-  pid=$!
-  echo "$pid" >"$pid_file"
 fi
-
-if ! wait_http "http://127.0.0.1:$GATEWAY_PORT/readyz" 60 "$pid" "the gateway (pid $pid)"; then
-  tail -n 30 "$log_file" >&2
-  die "the gateway did not start; log: $log_file"
-fi
+# The admin key reaches the gateway through its environment, never its command line.
+NANOROUTE_ADMIN_KEY="$(cat "$ADMIN_KEY_FILE")" \
+  start_service "the gateway" "$pid_file" "$log_file" "http://127.0.0.1:$GATEWAY_PORT/readyz" 60 \
+  "gateway already running" \
+  "starting the gateway on 127.0.0.1:$GATEWAY_PORT with ${STACK_CONFIG#"$REPO_DIR"/} (log: $log_file)" \
+  -- "$PROJECT_VENV/bin/nanoroute" serve --config "$STACK_CONFIG" --host 127.0.0.1 --port "$GATEWAY_PORT"
 log "gateway ready on http://127.0.0.1:$GATEWAY_PORT/v1 (pid $pid)"
