@@ -338,6 +338,18 @@ Checks across values that values.schema.json cannot express; a failure stops the
 {{- with include "nanoroute.missingAdapterManifests" . }}
 {{- fail (printf "the config's models name adapters that adapterManifests has no manifest for: %s; the gateway would fail to load the config" .) }}
 {{- end }}
+{{- /* The gateway pod's own volumes (deployment.yaml), whether or not these values add each one. */}}
+{{- $ownVolumes := list "config" "keys" "adapters" "data" "tmp" }}
+{{- $extraVolumes := list }}
+{{- range .Values.extraVolumes }}
+{{- if has .name $ownVolumes }}
+{{- fail (printf "extraVolumes: %q is the name of one of the chart's own volumes (%s): give yours another name" .name (join ", " $ownVolumes)) }}
+{{- end }}
+{{- if has .name $extraVolumes }}
+{{- fail (printf "extraVolumes: %q is given twice: a pod's volume names must be unique" .name) }}
+{{- end }}
+{{- $extraVolumes = append $extraVolumes .name }}
+{{- end }}
 {{- if .Values.vllm.enabled }}
 {{- range $name, $backend := .Values.config.backends }}
 {{- if and (eq (include "nanoroute.vllm.reach" (dict "backend" $backend "root" $)) "some") (not (or (get $backend "api_key_env") (get $backend "api_key_file"))) }}
