@@ -167,7 +167,9 @@ def open_counters(request: pytest.FixtureRequest, tmp_path: Path) -> OpenCounter
         server = start_redis()
 
         def make() -> Store:
-            return RedisStore(server.url)
+            # These tests are about counting, not connecting: 50 admits at once open 50 connections, which a
+            # loaded CI machine has once taken over the store's 1 s default to accept.
+            return RedisStore(server.url, connect_timeout_s=10.0)
 
     @contextlib.asynccontextmanager
     async def opened() -> AsyncIterator[Counters]:
